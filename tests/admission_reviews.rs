@@ -1,5 +1,7 @@
 //! `admission::admit` on AdmissionReviews exactly as a kube-apiserver v1.36 sent them.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::Arc;
 
 use base64::Engine as _;

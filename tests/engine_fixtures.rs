@@ -1,5 +1,7 @@
 //! The engine on realistic manifests: given this file, podmedic produces these objects.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use podmedic::config::Policy;
 use podmedic::mutate::{CHANGES_ANNOTATION, Context, NativeSidecars, mutate_value};
 use serde::Deserialize;
