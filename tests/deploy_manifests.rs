@@ -514,6 +514,13 @@ fn the_cert_manager_overlay_issues_the_serving_certificate_from_a_ca_and_injects
             assert_eq!(issuer["metadata"]["namespace"], NAMESPACE);
         }
 
+        // Renewals need no caBundle change the Pods are not ready for: the serving certificate is
+        // renewed more often than the CA's renewal window, and the CA keeps its key.
+        let hours = |v: &Value| seconds(v.as_str().expect("a duration")) / 3600;
+        let serving_renewal_interval = hours(&serving["spec"]["duration"]) - hours(&serving["spec"]["renewBefore"]);
+        assert!(hours(&ca["spec"]["renewBefore"]) > serving_renewal_interval, "the CA renews too late");
+        assert_eq!(ca["spec"]["privateKey"]["rotationPolicy"], "Never", "a renewed CA verifies older certificates");
+
         let config = find(objects, "MutatingWebhookConfiguration", "podmedic");
         let inject = format!("{NAMESPACE}/podmedic-serving");
         assert_eq!(config["metadata"]["annotations"]["cert-manager.io/inject-ca-from"], inject.as_str());
@@ -583,6 +590,27 @@ fn the_self_managed_overlay_uses_the_files_podmedic_certs_writes() {
     if let Some(rendered) = kustomize(&overlay) {
         check(&rendered);
     }
+}
+
+#[test]
+fn the_image_runs_serve_as_the_user_the_deployment_expects() {
+    let dockerfile =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("Dockerfile")).expect("Dockerfile");
+    let instructions: Vec<&str> = dockerfile.lines().filter(|l| !l.trim_start().starts_with('#')).collect();
+    let last_from = instructions.iter().rposition(|l| l.starts_with("FROM ")).expect("FROM");
+    let (build, final_stage) = instructions.split_at(last_from);
+    assert!(build.iter().any(|l| l.starts_with("FROM ")), "multi-stage: the toolchain stays out of the image");
+    assert!(
+        final_stage[0].contains("distroless/static") || final_stage[0].trim() == "FROM scratch",
+        "a minimal final image: {}",
+        final_stage[0]
+    );
+    let objects = base_objects();
+    let uid = pod_spec(&objects)["securityContext"]["runAsUser"].as_u64().expect("runAsUser");
+    let user = final_stage.iter().find_map(|l| l.strip_prefix("USER ")).expect("a USER in the final stage");
+    assert_eq!(user.split(':').next(), Some(uid.to_string().as_str()), "the image's user is the Deployment's");
+    assert!(final_stage.contains(&r#"ENTRYPOINT ["/usr/local/bin/podmedic"]"#));
+    assert!(final_stage.contains(&r#"CMD ["serve"]"#));
 }
 
 #[test]
