@@ -380,6 +380,7 @@ fn assert_rbac_is_read_only_on_nodes_and_namespaces(objects: &[Value]) {
 }
 
 fn assert_base(objects: &[Value]) {
+    assert_valid_kubernetes_objects(objects);
     assert_eq!(find(objects, "Namespace", NAMESPACE)["kind"], "Namespace");
     assert_webhook_is_opt_in_and_fail_open(objects);
     assert_deployment_is_hardened(objects);
@@ -387,6 +388,45 @@ fn assert_base(objects: &[Value]) {
     let conditions: Vec<_> =
         webhook(objects)["matchConditions"].as_array().expect("conditions").iter().map(|c| &c["name"]).collect();
     assert_eq!(conditions, ["skip-long-running-pods", "skip-mirror-pods"], "the base skips long-running Pods");
+}
+
+/// Every object is a valid Kubernetes object of its kind: it reads into k8s-openapi's type and
+/// writes back unchanged, so a misspelt or misplaced field (which the type would drop) or a value
+/// of the wrong type fails. cert-manager's kinds are not in k8s-openapi and are left out.
+fn assert_valid_kubernetes_objects(objects: &[Value]) {
+    use k8s_openapi::api::{
+        admissionregistration::v1::MutatingWebhookConfiguration,
+        apps::v1::Deployment,
+        core::v1,
+        policy::v1::PodDisruptionBudget,
+        rbac::v1::{ClusterRole, ClusterRoleBinding},
+    };
+    fn round_trip<T: serde::de::DeserializeOwned + serde::Serialize>(object: &Value) {
+        let typed: T = serde_path_to_error::deserialize(object)
+            .unwrap_or_else(|e| panic!("{} {}: {e}", object["kind"], object["metadata"]["name"]));
+        let back = serde_json::to_value(typed).expect("serialize");
+        assert_eq!(
+            &back, object,
+            "{} {} has fields its kind does not know",
+            object["kind"], object["metadata"]["name"]
+        );
+    }
+    for object in objects {
+        match object["kind"].as_str().expect("kind") {
+            "Namespace" => round_trip::<v1::Namespace>(object),
+            "ServiceAccount" => round_trip::<v1::ServiceAccount>(object),
+            "Service" => round_trip::<v1::Service>(object),
+            "Secret" => round_trip::<v1::Secret>(object),
+            "ResourceQuota" => round_trip::<v1::ResourceQuota>(object),
+            "ClusterRole" => round_trip::<ClusterRole>(object),
+            "ClusterRoleBinding" => round_trip::<ClusterRoleBinding>(object),
+            "Deployment" => round_trip::<Deployment>(object),
+            "PodDisruptionBudget" => round_trip::<PodDisruptionBudget>(object),
+            "MutatingWebhookConfiguration" => round_trip::<MutatingWebhookConfiguration>(object),
+            "Issuer" | "Certificate" => assert_eq!(object["apiVersion"], "cert-manager.io/v1"),
+            other => panic!("no schema check for {other}: add one"),
+        }
+    }
 }
 
 /// Objects keyed by kind and name, to compare renderings regardless of order.
