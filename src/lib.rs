@@ -7,6 +7,7 @@
 //! (`src/main.rs`) wires these to the CLI.
 
 pub mod admission;
+pub mod audit;
 pub mod certs;
 pub mod cluster;
 pub mod config;
