@@ -318,3 +318,171 @@ fn malformed_objects_are_errors_not_panics() {
         assert!(mutate_json(raw, &ctx).is_ok_and(|m| m.is_unchanged()), "{raw}");
     }
 }
+
+fn moved_proxy(r: &Run) -> &Value {
+    &r.after["spec"]["initContainers"][0]
+}
+
+#[test]
+fn cloud_sql_v2_env_form_gets_env_settings() {
+    let manifest = pod(
+        "  containers:\n  - {name: main, image: 'app:1'}\n  - name: proxy\n    image: gcr.io/cloud-sql-connectors/cloud-sql-proxy:2.14.1\n    env:\n    - {name: CSQL_PROXY_INSTANCE_CONNECTION_NAME, value: 'p:r:i'}\n",
+    );
+    let r = run(&manifest);
+    let env = moved_proxy(&r)["env"].as_array().unwrap();
+    let get = |n: &str| env.iter().find(|e| e["name"] == n).map(|e| e["value"].clone());
+    assert_eq!(get("CSQL_PROXY_HEALTH_CHECK"), Some(json!("true")));
+    assert_eq!(get("CSQL_PROXY_HTTP_ADDRESS"), Some(json!("0.0.0.0")));
+    assert!(moved_proxy(&r).get("args").is_none(), "env form adds no args");
+    assert_eq!(moved_proxy(&r)["startupProbe"]["httpGet"]["port"], 9090);
+}
+
+#[test]
+fn health_port_moves_off_9090_when_another_container_uses_it() {
+    let manifest = pod(
+        "  containers:\n  - {name: main, image: 'app:1', ports: [{containerPort: 9090}]}\n  - {name: proxy, image: 'gcr.io/cloud-sql-connectors/cloud-sql-proxy:2.8.0', args: ['p:r:i']}\n",
+    );
+    let r = run(&manifest);
+    let args = &moved_proxy(&r)["args"];
+    assert!(args.as_array().unwrap().contains(&json!("--http-port=9091")), "{args}");
+    assert_eq!(moved_proxy(&r)["startupProbe"]["httpGet"]["port"], 9091);
+}
+
+#[test]
+fn user_health_settings_are_kept_and_used() {
+    let manifest = pod(
+        "  containers:\n  - {name: main, image: 'app:1'}\n  - {name: proxy, image: 'gcr.io/cloud-sql-connectors/cloud-sql-proxy:2.8.0', args: ['--health-check', '--http-address', '0.0.0.0', '--http-port=8181', 'p:r:i']}\n",
+    );
+    let r = run(&manifest);
+    assert_eq!(moved_proxy(&r)["args"], r.before["spec"]["containers"][1]["args"], "args unchanged");
+    assert_eq!(moved_proxy(&r)["startupProbe"]["httpGet"]["port"], 8181);
+}
+
+#[test]
+fn unreachable_or_disabled_health_endpoints_get_no_probe() {
+    for args in ["['--http-address=127.0.0.1', 'p:r:i']", "['--health-check=false', 'p:r:i']"] {
+        let manifest = pod(&format!(
+            "  containers:\n  - {{name: main, image: 'app:1'}}\n  - {{name: proxy, image: 'gcr.io/cloud-sql-connectors/cloud-sql-proxy:2.8.0', args: {args}}}\n"
+        ));
+        let r = run(&manifest);
+        assert_eq!(moved_proxy(&r)["restartPolicy"], "Always", "still moves");
+        assert!(moved_proxy(&r).get("startupProbe").is_none(), "{args}");
+        assert_eq!(moved_proxy(&r)["args"], r.before["spec"]["containers"][1]["args"]);
+    }
+}
+
+#[test]
+fn existing_startup_probes_are_never_replaced() {
+    let manifest = pod(
+        "  containers:\n  - {name: main, image: 'app:1'}\n  - name: proxy\n    image: gcr.io/cloud-sql-connectors/cloud-sql-proxy:2.8.0\n    startupProbe: {tcpSocket: {port: 5432}, periodSeconds: 7}\n",
+    );
+    let r = run(&manifest);
+    assert_eq!(moved_proxy(&r)["startupProbe"], json!({"tcpSocket": {"port": 5432}, "periodSeconds": 7}));
+    assert!(moved_proxy(&r).get("args").is_none());
+}
+
+#[test]
+fn cloud_sql_v1_uses_its_own_flags() {
+    let manifest = pod(
+        "  containers:\n  - {name: main, image: 'app:1'}\n  - name: proxy\n    image: gcr.io/cloudsql-docker/gce-proxy:1.33.2\n    command: [/cloud_sql_proxy, '-instances=p:r:i=tcp:5432']\n",
+    );
+    let r = run(&manifest);
+    assert_eq!(moved_proxy(&r)["args"], json!(["-use_http_health_check"]));
+    assert_eq!(moved_proxy(&r)["startupProbe"]["httpGet"], json!({"path": "/startup", "port": 8090}));
+}
+
+#[test]
+fn no_startup_probes_while_a_mesh_proxy_stays_regular() {
+    let manifest = r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: p
+  annotations: {podmedic.io/sidecars: proxy}
+spec:
+  restartPolicy: Never
+  containers:
+  - {name: main, image: "app:1"}
+  - {name: istio-proxy, image: "docker.io/istio/proxyv2:1.22.0"}
+  - {name: proxy, image: "gcr.io/cloud-sql-connectors/cloud-sql-proxy:2.8.0"}
+"#;
+    let r = run(manifest);
+    assert_eq!(names(&r.after["spec"]["containers"]), ["main", "istio-proxy"]);
+    assert!(moved_proxy(&r).get("startupProbe").is_none());
+    assert!(moved_proxy(&r).get("args").is_none());
+}
+
+#[test]
+fn default_requests_fill_gaps_only_and_respect_limits() {
+    let policy = Policy::builtin_with(
+        "apiVersion: podmedic.io/v1alpha1\nkind: Policy\ndefaultRequests: {enabled: true, containers: {cpu: 100m, memory: 128Mi}, sidecars: {cpu: 50m, memory: 64Mi}}\n",
+        "test",
+    )
+    .unwrap();
+    let manifest = pod(
+        "  containers:\n  - {name: main, image: 'app:1', resources: {requests: {cpu: '2'}, limits: {memory: 100Mi}}}\n  - {name: bare, image: 'app:1'}\n  - {name: proxy, image: 'gcr.io/cloud-sql-connectors/cloud-sql-proxy:2.8.0', resources: {limits: {cpu: 20m}}}\n",
+    );
+    let r = run_with(&manifest, &policy, NativeSidecars::Available, None);
+    let c = &r.after["spec"]["containers"];
+    assert_eq!(c[0]["resources"], json!({"requests": {"cpu": "2", "memory": "100Mi"}, "limits": {"memory": "100Mi"}}));
+    assert_eq!(c[1]["resources"], json!({"requests": {"cpu": "100m", "memory": "128Mi"}}));
+    let proxy = moved_proxy(&r);
+    assert_eq!(proxy["resources"], json!({"requests": {"cpu": "20m", "memory": "64Mi"}, "limits": {"cpu": "20m"}}));
+}
+
+#[test]
+fn namespace_settings_enable_defaults_and_probes() {
+    let ns = NamespaceSettings {
+        default_requests: Some(crate::config::ResourceDefaults::parse_annotation("cpu=250m,memory=256Mi").unwrap()),
+        readiness_probes: Some(true),
+        ..Default::default()
+    };
+    let manifest = "apiVersion: v1\nkind: Pod\nmetadata: {name: web}\nspec:\n  containers:\n  - {name: web, image: 'web:2', ports: [{containerPort: 8080}]}\n  - {name: probed, image: 'web:2', ports: [{containerPort: 81}], livenessProbe: {tcpSocket: {port: 81}}}\n";
+    let r = run_with(manifest, &Policy::builtin(), NativeSidecars::Available, Some(&ns));
+    let c = &r.after["spec"]["containers"];
+    assert_eq!(c[0]["resources"]["requests"], json!({"cpu": "250m", "memory": "256Mi"}));
+    assert_eq!(c[0]["readinessProbe"]["tcpSocket"]["port"], 8080);
+    assert!(c[0].get("livenessProbe").is_none(), "liveness probes are never added by default");
+    assert!(c[1].get("readinessProbe").is_none(), "a container with a probe gets none added");
+}
+
+#[test]
+fn backgrounded_entrypoints_are_warned_about() {
+    let manifest = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  template:\n    spec:\n      containers:\n      - {name: web, image: 'node:20', command: [sh, -c, 'nohup node server.js &']}\n";
+    let r = run(manifest);
+    assert!(r.mutation.patch.0.is_empty());
+    assert!(
+        r.mutation.warnings.iter().any(|w| w.contains("backgrounded") && w.contains("CrashLoopBackOff")),
+        "{:?}",
+        r.mutation.warnings
+    );
+    let fine = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  template:\n    spec:\n      containers:\n      - {name: web, image: 'node:20', command: [bash, -c, \"nohup daemon &\\nnode server.js\"]}\n";
+    assert!(run(fine).mutation.warnings.iter().all(|w| !w.contains("backgrounded")));
+}
+
+#[test]
+fn old_ways_of_stopping_sidecars_and_pod_failure_policies_are_warned_about() {
+    let manifest = r#"
+apiVersion: batch/v1
+kind: Job
+metadata: {name: j}
+spec:
+  podFailurePolicy:
+    rules:
+    - action: FailJob
+      onExitCodes: {operator: In, values: [1, 143]}
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+      - name: main
+        image: "app:1"
+        command: [sh, -c, "run-job; curl -fsX POST localhost:15020/quitquitquit"]
+      - {name: proxy, image: "gcr.io/cloud-sql-connectors/cloud-sql-proxy:2.8.0"}
+"#;
+    let r = run(manifest);
+    let w = &r.mutation.warnings;
+    assert!(w.iter().any(|w| w.contains("/quitquitquit")), "{w:?}");
+    assert!(w.iter().any(|w| w.contains("podFailurePolicy rule 0")), "{w:?}");
+    assert!(w.iter().all(|w| w.len() < 120));
+}
