@@ -742,6 +742,25 @@ mod tests {
     }
 
     #[test]
+    fn flags_read_like_kubectl() {
+        use clap::Parser as _;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            audit: AuditArgs,
+        }
+        let all = Cli::try_parse_from(["audit", "-A", "-o", "json"]).unwrap().audit;
+        assert!(all.all_namespaces && all.namespace.is_none());
+        assert_eq!(all.output, OutputFormat::Json);
+        let one = Cli::try_parse_from(["audit", "-n", "payments", "--kubeconfig", "/tmp/k"]).unwrap().audit;
+        assert_eq!(one.namespace.as_deref(), Some("payments"));
+        assert_eq!(one.output, OutputFormat::Table);
+        assert_eq!(one.kubeconfig.as_deref(), Some(std::path::Path::new("/tmp/k")));
+        assert!(Cli::try_parse_from(["audit", "-n", "a", "-A"]).is_err());
+        assert!(Cli::try_parse_from(["audit", "-o", "yaml"]).is_err());
+    }
+
+    #[test]
     fn ages_read_like_kubectl() {
         let t = |s: &str| s.parse::<Timestamp>().unwrap();
         let now = t("2025-03-14T05:00:00Z");

@@ -537,8 +537,10 @@ impl ClusterWatch {
     /// Starts watching the cluster behind `client`. Must run inside a Tokio runtime.
     ///
     /// In `auto` mode native sidecars count as unavailable until the API server's version and the
-    /// first full Node list are in (a wrong "available" leaves Pods stuck in `Init`);
-    /// [`ClusterWatch::is_ready`] is false until then, so a readiness probe keeps traffic away.
+    /// first full Node list are in (a wrong "available" leaves Pods stuck in `Init`), except when the
+    /// first attempt to reach the API server fails: then, as with no cluster at all, they are assumed
+    /// available (logged once) until it answers. Either way [`ClusterWatch::is_ready`] stays false
+    /// until the real answer is in, so in a cluster a readiness probe keeps traffic away meanwhile.
     pub fn with_client(client: Client, mode: NativeSidecarsMode) -> ClusterWatch {
         let (capability, nodes) = match mode {
             NativeSidecarsMode::Auto => (
@@ -632,6 +634,21 @@ impl Shared {
             deciding: Mutex::new(()),
             counters: ClusterCounters::default(),
         }
+    }
+
+    /// The API server did not answer the first time: behave as with no cluster (native sidecars
+    /// assumed available) until it does, unless the real answer is already in.
+    fn assume_available_while_unreachable(&self, error: &kube::Error) {
+        let _one_at_a_time = self.deciding.lock().unwrap_or_else(PoisonError::into_inner);
+        if self.capability_known.load(Ordering::Acquire) {
+            return;
+        }
+        tracing::info!(
+            %error,
+            "cannot reach the API server: assuming native sidecars are available until it answers \
+             (--native-sidecars auto); not ready until then"
+        );
+        self.capability.store(Arc::new(NativeSidecars::Available));
     }
 
     /// Decides the capability again from the latest API server version and Node list, once both
@@ -763,9 +780,11 @@ fn report_problems(shared: &Shared, namespace: &str, problems: &[String]) {
 /// failures with a growing delay.
 async fn track_api_server(shared: Arc<Shared>, client: Client) {
     let mut retry = Duration::from_secs(1);
+    let mut first_attempt = true;
     loop {
         match client.apiserver_version().await {
             Ok(info) => {
+                first_attempt = false;
                 let text = api_server_version_text(&info);
                 *shared.api_server.lock().unwrap_or_else(PoisonError::into_inner) = Some(text);
                 shared.decide();
@@ -773,6 +792,9 @@ async fn track_api_server(shared: Arc<Shared>, client: Client) {
                 tokio::time::sleep(API_SERVER_VERSION_REFRESH).await;
             }
             Err(error) => {
+                if std::mem::take(&mut first_attempt) {
+                    shared.assume_available_while_unreachable(&error);
+                }
                 shared.counters.api_server_version_errors.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(%error, retry_in = ?retry, "cannot read the API server's version");
                 tokio::time::sleep(retry).await;
@@ -803,6 +825,17 @@ mod tests {
             },
             ..Namespace::default()
         }
+    }
+
+    #[test]
+    fn the_mode_flag_takes_auto_on_off() {
+        use clap::ValueEnum as _;
+        for (text, mode) in
+            [("auto", NativeSidecarsMode::Auto), ("on", NativeSidecarsMode::On), ("off", NativeSidecarsMode::Off)]
+        {
+            assert_eq!(NativeSidecarsMode::from_str(text, false), Ok(mode));
+        }
+        assert_eq!(NativeSidecarsMode::default(), NativeSidecarsMode::Auto);
     }
 
     #[test]
@@ -1042,7 +1075,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_unreachable_cluster_is_not_ready_and_does_not_claim_native_sidecars() {
+    async fn an_unreachable_cluster_is_not_ready_and_assumes_native_sidecars() {
         // A kubeconfig pointing at a port where nothing listens: the watches fail and retry.
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("kubeconfig");
@@ -1055,8 +1088,8 @@ mod tests {
         let watch = ClusterWatch::start(NativeSidecarsMode::Auto, Some(&path)).await.unwrap();
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert!(!watch.is_offline());
-        assert!(!watch.is_ready());
-        assert!(!watch.native_sidecars().is_available());
+        assert!(!watch.is_ready(), "not ready until the cluster answers");
+        assert!(watch.native_sidecars().is_available(), "an unreachable cluster is treated as no cluster");
         assert!(watch.counters().namespace_watch_errors.load(Ordering::Relaxed) >= 1);
     }
 
