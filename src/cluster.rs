@@ -433,7 +433,12 @@ pub async fn connect(kubeconfig: Option<&Path>) -> Result<Option<Client>, Cluste
         None => match Config::infer().await {
             Ok(config) => config,
             Err(error) => {
-                tracing::debug!(%error, "no Kubernetes configuration found");
+                // KUBECONFIG set but unusable is a mistake worth seeing; no configuration at all is not.
+                if std::env::var_os("KUBECONFIG").is_some_and(|v| !v.is_empty()) {
+                    tracing::warn!(%error, "KUBECONFIG is set but no cluster configuration could be loaded from it");
+                } else {
+                    tracing::debug!(%error, "no Kubernetes configuration found");
+                }
                 return Ok(None);
             }
         },
