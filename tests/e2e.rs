@@ -67,6 +67,23 @@ async fn podmedic_fixes_what_the_api_server_stores() {
     }
 }
 
+/// Runs without a cluster: the configuration the suite registers is production's, by URL.
+#[test]
+fn the_registered_webhook_is_the_production_one_pointed_at_a_url() {
+    let config: MutatingWebhookConfiguration =
+        typed(webhook_configuration("podmedic-e2e-x", "https://172.18.0.1:1234/mutate", "PEM"));
+    assert_eq!(config.metadata.name.as_deref(), Some("podmedic-e2e-x"));
+    let webhook = &config.webhooks.as_ref().unwrap()[0];
+    assert_eq!(webhook.client_config.url.as_deref(), Some("https://172.18.0.1:1234/mutate"));
+    assert!(webhook.client_config.service.is_none());
+    assert_eq!(webhook.client_config.ca_bundle.as_ref().map(|b| b.0.as_slice()), Some(&b"PEM"[..]));
+    assert_eq!(webhook.failure_policy.as_deref(), Some("Ignore"));
+    assert_eq!(webhook.reinvocation_policy.as_deref(), Some("IfNeeded"));
+    assert!(webhook.match_conditions.as_ref().is_some_and(|c| !c.is_empty()));
+    let selector = webhook.namespace_selector.as_ref().unwrap();
+    assert_eq!(selector.match_labels.as_ref().unwrap()["podmedic.io/enabled"], "true");
+}
+
 /// Names and handles of one run; everything here is deleted by [`Run::clean_up`].
 struct Run {
     client: Client,
@@ -363,49 +380,21 @@ fn typed<T: serde::de::DeserializeOwned>(value: Value) -> T {
 // Manifests
 // -----------------------------------------------------------------------------------------------
 
-/// The webhook configuration production uses (deploy/), pointed at this machine by URL.
+/// The production webhook configuration (`deploy/base/mutatingwebhookconfiguration.yaml`: the same
+/// selector, rules, matchConditions and policies), renamed and pointed at this machine by URL.
 fn webhook_configuration(name: &str, url: &str, ca_pem: &str) -> Value {
     use base64::Engine as _;
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/base/mutatingwebhookconfiguration.yaml");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let mut config: Value = yaml_serde::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    config["metadata"] = json!({"name": name, "labels": {"app.kubernetes.io/part-of": "podmedic-e2e"}});
     let ca_bundle = base64::engine::general_purpose::STANDARD.encode(ca_pem);
-    json!({
-        "apiVersion": "admissionregistration.k8s.io/v1",
-        "kind": "MutatingWebhookConfiguration",
-        "metadata": {"name": name, "labels": {"app.kubernetes.io/part-of": "podmedic-e2e"}},
-        "webhooks": [{
-            "name": "mutate.podmedic.io",
-            "admissionReviewVersions": ["v1"],
-            "clientConfig": {"url": url, "caBundle": ca_bundle},
-            // Opt-in per namespace; never the control plane's or podmedic's own namespace.
-            "namespaceSelector": {
-                "matchLabels": {"podmedic.io/enabled": "true"},
-                "matchExpressions": [{
-                    "key": "kubernetes.io/metadata.name",
-                    "operator": "NotIn",
-                    "values": ["kube-system", "podmedic-system"]
-                }]
-            },
-            "rules": [
-                {"apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"], "operations": ["CREATE"], "scope": "Namespaced"},
-                {"apiGroups": ["batch"], "apiVersions": ["v1"], "resources": ["jobs"], "operations": ["CREATE"], "scope": "Namespaced"},
-                {"apiGroups": ["batch"], "apiVersions": ["v1"], "resources": ["cronjobs"], "operations": ["CREATE", "UPDATE"], "scope": "Namespaced"}
-            ],
-            // Long-running Pods and mirror Pods are not even sent.
-            "matchConditions": [
-                {
-                    "name": "run-to-completion-pods-only",
-                    "expression": "request.resource.resource != 'pods' || !has(object.spec.restartPolicy) || object.spec.restartPolicy != 'Always'"
-                },
-                {
-                    "name": "no-mirror-pods",
-                    "expression": "request.resource.resource != 'pods' || !has(object.metadata.annotations) || !('kubernetes.io/config.mirror' in object.metadata.annotations)"
-                }
-            ],
-            "failurePolicy": "Ignore",
-            "sideEffects": "None",
-            "timeoutSeconds": 5,
-            "reinvocationPolicy": "IfNeeded"
-        }]
-    })
+    let webhooks = config["webhooks"].as_array_mut().expect("the production configuration has webhooks");
+    assert!(!webhooks.is_empty(), "the production configuration has webhooks");
+    for webhook in webhooks {
+        webhook["clientConfig"] = json!({"url": url, "caBundle": ca_bundle});
+    }
+    config
 }
 
 fn namespace(name: &str, enabled: bool) -> Value {
