@@ -258,7 +258,7 @@ fn respond(
         Ok(m) => m,
         Err(err) => {
             let message = err.to_string();
-            response.warnings = Some(vec![truncate_warning(format!("podmedic skipped this object: {message}"))]);
+            response.warnings = Some(vec![mutate::shorten_warning(format!("podmedic skipped this object: {message}"))]);
             admission.outcome = Outcome::Skipped;
             admission.warnings = 1;
             admission.skip_reason = Some((err.metric_label(), message));
@@ -272,7 +272,10 @@ fn respond(
             let summary: Vec<String> = mutation.changes.iter().map(ToString::to_string).collect();
             warnings.insert(
                 0,
-                truncate_warning(format!("podmedic (dry run, not applied) would change: {}", summary.join("; "))),
+                mutate::shorten_warning(format!(
+                    "podmedic (dry run, not applied) would change: {}",
+                    summary.join("; ")
+                )),
             );
         }
         admission.outcome = Outcome::Ignored;
@@ -375,17 +378,4 @@ fn decode_error(body: &[u8], err: serde_json::Error) -> ReviewError {
         Err(e) if e.path().to_string() != "." => ReviewError::Decode(format!("at `{}`: {}", e.path(), e.inner())),
         _ => ReviewError::Decode(err.to_string()),
     }
-}
-
-/// Keeps a warning under the 120 characters Kubernetes asks for, cutting on a character boundary.
-pub fn truncate_warning(mut warning: String) -> String {
-    if warning.len() > mutate::MAX_WARNING_LEN {
-        let mut cut = mutate::MAX_WARNING_LEN - 3;
-        while !warning.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        warning.truncate(cut);
-        warning.push_str("...");
-    }
-    warning
 }

@@ -124,8 +124,11 @@ pub struct SidecarProfile {
 }
 
 /// How podmedic gives a moved sidecar a startup probe.
+///
+/// Written in YAML as a name (`cloudSqlProxyV2`, `cloudSqlProxyV1`, `alloyDbAuthProxy`,
+/// `firstContainerPort`, `none`) or as `{httpGet: {path, port}}` / `{tcpSocket: {port}}`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase", try_from = "ProbeProfileRepr")]
 pub enum ProbeProfile {
     /// Cloud SQL Auth Proxy v2: `--health-check`, `--http-address=0.0.0.0`, `/startup` on `--http-port`.
     CloudSqlProxyV2,
@@ -150,6 +153,61 @@ pub enum ProbeProfile {
     FirstContainerPort,
     /// Never add a startup probe.
     None,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ProbeProfileRepr {
+    Name(String),
+    Spec(ProbeSpecRepr),
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ProbeSpecRepr {
+    #[serde(default)]
+    http_get: Option<HttpGetRepr>,
+    #[serde(default)]
+    tcp_socket: Option<TcpSocketRepr>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HttpGetRepr {
+    path: String,
+    port: u16,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TcpSocketRepr {
+    port: u16,
+}
+
+impl TryFrom<ProbeProfileRepr> for ProbeProfile {
+    type Error = String;
+    fn try_from(repr: ProbeProfileRepr) -> Result<Self, String> {
+        match repr {
+            ProbeProfileRepr::Name(name) => match name.as_str() {
+                "cloudSqlProxyV2" => Ok(ProbeProfile::CloudSqlProxyV2),
+                "cloudSqlProxyV1" => Ok(ProbeProfile::CloudSqlProxyV1),
+                "alloyDbAuthProxy" => Ok(ProbeProfile::AlloyDbAuthProxy),
+                "firstContainerPort" => Ok(ProbeProfile::FirstContainerPort),
+                "none" => Ok(ProbeProfile::None),
+                other => Err(format!(
+                    "unknown probe profile `{other}` (expected cloudSqlProxyV2, cloudSqlProxyV1, alloyDbAuthProxy, \
+                     firstContainerPort, none, {{httpGet: {{path, port}}}} or {{tcpSocket: {{port}}}})"
+                )),
+            },
+            ProbeProfileRepr::Spec(ProbeSpecRepr { http_get: Some(h), tcp_socket: None }) => {
+                Ok(ProbeProfile::HttpGet { path: h.path, port: h.port })
+            }
+            ProbeProfileRepr::Spec(ProbeSpecRepr { http_get: None, tcp_socket: Some(t) }) => {
+                Ok(ProbeProfile::TcpSocket { port: t.port })
+            }
+            ProbeProfileRepr::Spec(_) => Err("give exactly one of httpGet or tcpSocket".into()),
+        }
+    }
 }
 
 /// A workload kind that manages its own containers; podmedic leaves its Pods alone.

@@ -1,15 +1,302 @@
-//! `podmedic fix`: the engine offline, on YAML or JSON files.
+//! `podmedic fix`: the engine offline, on YAML or JSON files, with no cluster.
+//!
+//! Reads every document of every file (and the items of `kind: List`), runs the engine on each,
+//! applies the patch, and writes the objects back in the same order. Kinds podmedic does not act
+//! on pass through unchanged. `--check` turns it into a CI gate; `--diff` shows what would change.
 
-use std::path::PathBuf;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::config::Policy;
+use crate::mutate::{self, Context, NativeSidecars};
+
+/// Output format of `podmedic fix`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// YAML documents separated by `---`.
+    Yaml,
+    /// JSON: the object, or a `v1` `List` when there are several.
+    Json,
+}
 
 /// Arguments of `podmedic fix`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct FixArgs {
-    /// Files to read (YAML or JSON, several documents each); `-` or nothing reads standard input.
+    /// Files to read (YAML or JSON, several documents each, `kind: List` too); `-` or nothing
+    /// reads standard input.
     pub files: Vec<PathBuf>,
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value = "yaml", env = "PODMEDIC_FIX_OUTPUT")]
+    pub output: OutputFormat,
+    /// Print a unified diff of what would change instead of the objects.
+    #[arg(long)]
+    pub diff: bool,
+    /// Write nothing; exit 1 when anything would change, 0 otherwise (for CI pipelines).
+    #[arg(long)]
+    pub check: bool,
+    /// The Kubernetes version of the target cluster (`1.28` shows what an older cluster gets).
+    /// Native sidecars need 1.29 or newer on the API server and every kubelet.
+    #[arg(long, value_name = "MAJOR.MINOR", env = "PODMEDIC_KUBERNETES_VERSION")]
+    pub kubernetes_version: Option<String>,
+    /// A policy file merged over the built-in policy.
+    #[arg(long, value_name = "FILE", env = "PODMEDIC_POLICY")]
+    pub policy: Option<PathBuf>,
+    /// Also print notes: what podmedic saw and deliberately left alone.
+    #[arg(short, long)]
+    pub verbose: bool,
 }
 
-/// Runs `podmedic fix`.
-pub fn run(args: &FixArgs) -> anyhow::Result<std::process::ExitCode> {
-    anyhow::bail!("podmedic fix is not wired yet ({} files)", args.files.len())
+/// Why `podmedic fix` failed. Every error names the input and the document.
+#[derive(Debug, thiserror::Error)]
+pub enum FixError {
+    /// An input could not be read.
+    #[error("{input}: {source}")]
+    Read {
+        /// The file, or `<stdin>`.
+        input: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A document is not valid YAML or JSON.
+    #[error("{input}: document {document}: {message}")]
+    Parse {
+        /// The file.
+        input: String,
+        /// 1-based document number.
+        document: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// The engine could not read an object.
+    #[error("{input}: document {document} ({object}): {message}")]
+    Object {
+        /// The file.
+        input: String,
+        /// 1-based document number.
+        document: usize,
+        /// `Kind/name`.
+        object: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// `--kubernetes-version` is not `MAJOR.MINOR`.
+    #[error("--kubernetes-version {0:?}: expected MAJOR.MINOR, for example 1.28")]
+    Version(String),
+}
+
+/// One fixed document.
+struct Fixed {
+    input: String,
+    document: usize,
+    label: String,
+    before: Value,
+    after: Value,
+    warnings: Vec<String>,
+    notes: Vec<String>,
+}
+
+impl Fixed {
+    fn changed(&self) -> bool {
+        self.before != self.after
+    }
+}
+
+/// Parses `1.28`, `v1.28` or `1.28.3` into (major, minor).
+pub fn parse_kubernetes_version(text: &str) -> Option<(u32, u32)> {
+    let text = text.trim().trim_start_matches('v');
+    let mut parts = text.split(['.', '-', '+']);
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
+}
+
+/// Runs `podmedic fix`: exit 0, or 1 with `--check` when something would change.
+pub fn run(args: &FixArgs) -> anyhow::Result<ExitCode> {
+    let policy = match &args.policy {
+        Some(path) => Policy::load(path)?,
+        None => Policy::builtin(),
+    };
+    let native = match &args.kubernetes_version {
+        Some(v) => {
+            let (major, minor) = parse_kubernetes_version(v).ok_or_else(|| FixError::Version(v.clone()))?;
+            NativeSidecars::for_version(major, minor)
+        }
+        None => NativeSidecars::Available,
+    };
+    let ctx = Context { policy: &policy, native_sidecars: &native, namespace: None };
+
+    let inputs: Vec<PathBuf> = if args.files.is_empty() { vec![PathBuf::from("-")] } else { args.files.clone() };
+    let mut documents = Vec::new();
+    for input in &inputs {
+        let (name, text) = read_input(input)?;
+        documents.extend(fix_text(&name, &text, &ctx)?);
+    }
+
+    let stderr = std::io::stderr();
+    let mut err = stderr.lock();
+    for doc in &documents {
+        for w in &doc.warnings {
+            writeln!(err, "warning: {}: {}: {w}", doc.input, doc.label)?;
+        }
+        if args.verbose {
+            for n in &doc.notes {
+                writeln!(err, "note: {}: {}: {n}", doc.input, doc.label)?;
+            }
+        }
+    }
+    let changed = documents.iter().filter(|d| d.changed()).count();
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    if args.diff {
+        for doc in documents.iter().filter(|d| d.changed()) {
+            write!(out, "{}", diff(doc)?)?;
+        }
+    } else if !args.check {
+        write_documents(&mut out, &documents, args.output)?;
+    }
+    out.flush()?;
+    if args.check {
+        writeln!(err, "{changed} of {} object(s) would change", documents.len())?;
+        return Ok(if changed > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS });
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn read_input(input: &Path) -> Result<(String, String), FixError> {
+    if input.as_os_str() == "-" {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .map_err(|source| FixError::Read { input: "<stdin>".into(), source })?;
+        return Ok(("<stdin>".into(), text));
+    }
+    let name = input.display().to_string();
+    let text = std::fs::read_to_string(input).map_err(|source| FixError::Read { input: name.clone(), source })?;
+    Ok((name, text))
+}
+
+/// Fixes every document of one input.
+fn fix_text(input: &str, text: &str, ctx: &Context<'_>) -> Result<Vec<Fixed>, FixError> {
+    let mut out = Vec::new();
+    for (i, de) in yaml_serde::Deserializer::from_str(text).enumerate() {
+        let document = i + 1;
+        let value = Value::deserialize(de).map_err(|e| FixError::Parse {
+            input: input.to_owned(),
+            document,
+            message: e.to_string(),
+        })?;
+        if value.is_null() {
+            continue; // an empty document (`---` at the end of a file)
+        }
+        out.push(fix_document(input, document, value, ctx)?);
+    }
+    Ok(out)
+}
+
+fn fix_document(input: &str, document: usize, before: Value, ctx: &Context<'_>) -> Result<Fixed, FixError> {
+    let label = label(&before);
+    let error =
+        |message: String| FixError::Object { input: input.to_owned(), document, object: label.clone(), message };
+    let mut after = before.clone();
+    let mut warnings = Vec::new();
+    let mut notes = Vec::new();
+    if before.get("kind").and_then(Value::as_str).is_some_and(|k| k == "List" || k.ends_with("List")) {
+        if let Some(items) = after.get_mut("items").and_then(Value::as_array_mut) {
+            for (j, item) in items.iter_mut().enumerate() {
+                let m = mutate::mutate_value(item, ctx).map_err(|e| error(format!("items[{j}]: {e}")))?;
+                json_patch::patch(item, &m.patch).map_err(|e| error(format!("items[{j}]: {e}")))?;
+                let item_label = self::label(item);
+                warnings.extend(m.warnings.into_iter().map(|w| format!("{item_label}: {w}")));
+                notes.extend(m.notes.into_iter().map(|n| format!("{item_label}: {n}")));
+            }
+        }
+    } else {
+        let m = mutate::mutate_value(&before, ctx).map_err(|e| error(e.to_string()))?;
+        json_patch::patch(&mut after, &m.patch).map_err(|e| error(e.to_string()))?;
+        warnings = m.warnings;
+        notes = m.notes;
+    }
+    Ok(Fixed { input: input.to_owned(), document, label, before, after, warnings, notes })
+}
+
+/// `Kind/name` for messages.
+fn label(value: &Value) -> String {
+    let kind = value.get("kind").and_then(Value::as_str).unwrap_or("object");
+    let meta = value.get("metadata");
+    let name = meta
+        .and_then(|m| m.get("name"))
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .or_else(|| meta.and_then(|m| m.get("generateName")).and_then(Value::as_str).map(|g| format!("{g}*")))
+        .unwrap_or_else(|| "(unnamed)".into());
+    format!("{kind}/{name}")
+}
+
+fn write_documents(out: &mut impl Write, documents: &[Fixed], format: OutputFormat) -> anyhow::Result<()> {
+    match format {
+        OutputFormat::Yaml => {
+            for (i, doc) in documents.iter().enumerate() {
+                if i > 0 {
+                    writeln!(out, "---")?;
+                }
+                write!(out, "{}", yaml_serde::to_string(&doc.after).context("cannot write YAML")?)?;
+            }
+        }
+        OutputFormat::Json => {
+            let value = match documents {
+                [one] => one.after.clone(),
+                many => serde_json::json!({
+                    "apiVersion": "v1",
+                    "kind": "List",
+                    "items": many.iter().map(|d| d.after.clone()).collect::<Vec<_>>(),
+                }),
+            };
+            serde_json::to_writer_pretty(&mut *out, &value)?;
+            writeln!(out)?;
+        }
+    }
+    Ok(())
+}
+
+fn diff(doc: &Fixed) -> anyhow::Result<String> {
+    let before = yaml_serde::to_string(&doc.before)?;
+    let after = yaml_serde::to_string(&doc.after)?;
+    let header_a = format!("{} (document {}: {})", doc.input, doc.document, doc.label);
+    let header_b = format!("{header_a} fixed by podmedic");
+    Ok(similar::TextDiff::from_lines(&before, &after)
+        .unified_diff()
+        .context_radius(3)
+        .header(&header_a, &header_b)
+        .to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_kubernetes_versions() {
+        assert_eq!(parse_kubernetes_version("1.28"), Some((1, 28)));
+        assert_eq!(parse_kubernetes_version("v1.30.2-gke.1"), Some((1, 30)));
+        assert_eq!(parse_kubernetes_version("1"), None);
+        assert_eq!(parse_kubernetes_version("one.two"), None);
+    }
+
+    #[test]
+    fn errors_name_the_input_and_the_document() {
+        let policy = Policy::builtin();
+        let ctx = Context { policy: &policy, native_sidecars: &NativeSidecars::Available, namespace: None };
+        let err = fix_text("jobs.yaml", "kind: ConfigMap\n---\nkind: [unclosed\n", &ctx).err().unwrap();
+        assert!(err.to_string().starts_with("jobs.yaml: document 2:"), "{err}");
+        let err =
+            fix_text("pods.yaml", "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: {a: 1}}\n", &ctx)
+                .err()
+                .unwrap();
+        assert!(err.to_string().contains("pods.yaml: document 1 (Pod/p)"), "{err}");
+    }
 }

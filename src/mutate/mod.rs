@@ -10,6 +10,7 @@
 
 mod image;
 mod patch;
+mod pod;
 mod probes;
 mod quantity;
 mod resources;
@@ -24,8 +25,10 @@ use serde::Serialize;
 use crate::config::{Policy, ResourceDefaults};
 
 pub use image::ImageRef;
-pub use patch::{PatchBuilder, escape_pointer_token};
+pub use patch::{Location, PatchBuilder, escape_pointer_token};
+pub use probes::{STARTUP_FAILURE_THRESHOLD, STARTUP_PERIOD_SECONDS};
 pub use quantity::Quantity;
+pub use warnings::shorten as shorten_warning;
 
 /// Annotation that turns podmedic off for one object or pod template.
 pub const SKIP_ANNOTATION: &str = "podmedic.io/skip";
@@ -196,5 +199,8 @@ pub fn mutate_value(value: &serde_json::Value, ctx: &Context<'_>) -> Result<Muta
 
 /// The engine proper, on the parsed view.
 fn plan(object: &view::Object<'_>, ctx: &Context<'_>) -> Mutation {
-    sidecars::plan(object, ctx)
+    pod::plan(object, ctx)
 }
+
+#[cfg(test)]
+mod tests;

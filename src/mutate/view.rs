@@ -36,14 +36,15 @@ impl<'a> Object<'a> {
     /// Decodes the view from JSON text.
     pub fn from_json(raw: &'a str) -> Result<Object<'a>, MutateError> {
         let mut de = serde_json::Deserializer::from_str(raw);
-        let object = serde_path_to_error::deserialize(&mut de).map_err(malformed)?;
+        let object: Option<Object<'a>> = serde_path_to_error::deserialize(&mut de).map_err(malformed)?;
         de.end().map_err(|e| MutateError::Malformed(e.to_string()))?;
-        Ok(object)
+        Ok(object.unwrap_or_default())
     }
 
     /// Decodes the view from a parsed value.
     pub fn from_value(value: &'a serde_json::Value) -> Result<Object<'a>, MutateError> {
-        serde_path_to_error::deserialize(value).map_err(malformed)
+        let object: Option<Object<'a>> = serde_path_to_error::deserialize(value).map_err(malformed)?;
+        Ok(object.unwrap_or_default())
     }
 }
 
@@ -111,6 +112,9 @@ pub struct Spec<'a> {
     /// CronJobSpec: the job template.
     #[serde(default, borrow)]
     pub job_template: Option<Box<Template<'a>>>,
+    /// PodSpec: pod-level resources (Kubernetes 1.32+).
+    #[serde(default, borrow)]
+    pub resources: Option<Resources<'a>>,
     /// JobSpec: the pod failure policy.
     #[serde(default)]
     pub pod_failure_policy: Option<PodFailurePolicy>,

@@ -1,1 +1,183 @@
-//! (in progress)
+//! Short, actionable warnings about what podmedic saw but cannot safely fix.
+
+use super::image::ImageRef;
+use super::pod::{PodTarget, Section, Slot};
+use super::resources::Settings;
+use super::sidecars::Selection;
+use super::view::Container;
+use super::{Context, MAX_WARNING_LEN};
+
+/// Collects the warnings for one pod.
+pub(super) fn collect(
+    target: &PodTarget<'_>,
+    slots: &[Slot<'_>],
+    selection: &Selection<'_>,
+    settings: &Settings<'_>,
+    ctx: &Context<'_>,
+    warnings: &mut Vec<String>,
+) {
+    let switches = ctx.policy.warnings;
+    if switches.backgrounded_entrypoint {
+        for slot in slots.iter().filter(|s| s.section == Section::Regular || s.is_native_sidecar()) {
+            if ends_in_background(slot.container) {
+                let effect = if target.run_to_completion {
+                    "it exits before its work is done"
+                } else {
+                    "it exits and the Pod restarts (CrashLoopBackOff)"
+                };
+                warnings.push(format!(
+                    "container {}: the shell command ends with a backgrounded process (&); {effect}",
+                    slot.container.name
+                ));
+            }
+        }
+    }
+    if switches.latest_tag {
+        for slot in slots {
+            if let Some(image) = slot.container.image.as_deref() {
+                let parsed = ImageRef::parse(image);
+                if parsed.is_latest() {
+                    let what = if parsed.tag.is_some() { "the latest tag" } else { "no tag" };
+                    warnings
+                        .push(format!("container {}: image {image} has {what}; pin a version", slot.container.name));
+                }
+            }
+        }
+    }
+    if switches.missing_requests && !settings.enabled {
+        let missing: Vec<&str> = slots
+            .iter()
+            .filter(|s| s.container.resources.as_ref().and_then(|r| r.requests.as_ref()).is_none_or(|r| r.is_empty()))
+            .map(|s| s.container.name.as_str())
+            .collect();
+        let pod_level =
+            target.spec.resources.as_ref().is_some_and(|r| r.requests.as_ref().is_some_and(|m| !m.is_empty()));
+        if !missing.is_empty() && !pod_level {
+            warnings.push(format!(
+                "no resource requests on {}: the scheduler reserves nothing for them; set requests",
+                missing.join(", ")
+            ));
+        }
+    }
+    if !selection.moved.is_empty() {
+        for slot in slots.iter().filter(|s| s.section == Section::Regular) {
+            if let Some(how) = stops_sidecars_itself(slot.container) {
+                warnings.push(format!(
+                    "container {}: still stops sidecars itself ({how}); that now restarts them, drop it",
+                    slot.container.name
+                ));
+            }
+        }
+    }
+    let has_sidecars = slots.iter().any(Slot::is_native_sidecar);
+    if has_sidecars {
+        let rules = target.job_spec.and_then(|j| j.pod_failure_policy.as_ref()).map(|p| p.rules.as_slice());
+        for (i, rule) in rules.unwrap_or_default().iter().enumerate() {
+            if rule.on_exit_codes.as_ref().is_some_and(|c| c.container_name.as_deref().is_none_or(str::is_empty)) {
+                warnings.push(format!(
+                    "podFailurePolicy rule {i} has no containerName: it can match a sidecar's exit code 143"
+                ));
+            }
+        }
+    }
+}
+
+/// Deduplicates and shortens warnings to what Kubernetes displays.
+pub(super) fn finish(warnings: Vec<String>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::with_capacity(warnings.len());
+    for w in warnings.into_iter().map(shorten) {
+        if !out.contains(&w) {
+            out.push(w);
+        }
+    }
+    out
+}
+
+/// Keeps a warning under 120 characters, cutting on a character boundary.
+pub fn shorten(mut warning: String) -> String {
+    if warning.len() > MAX_WARNING_LEN {
+        let mut cut = MAX_WARNING_LEN - 3;
+        while !warning.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        warning.truncate(cut);
+        warning.push_str("...");
+    }
+    warning
+}
+
+/// The shell script a container runs, if it runs one: `sh -c SCRIPT` in command and/or args.
+fn shell_script<'c>(c: &'c Container<'_>) -> Option<&'c str> {
+    let argv: Vec<&str> = c.argv().collect();
+    let shell = argv.first()?;
+    let base = shell.rsplit('/').next().unwrap_or(shell);
+    if !matches!(base, "sh" | "bash" | "ash" | "dash" | "zsh" | "ksh") {
+        return None;
+    }
+    // Options such as -e, -x, -ec may precede or combine with -c.
+    let c_at = argv.iter().position(|a| a.starts_with('-') && !a.starts_with("--") && a.contains('c'))?;
+    argv.get(c_at + 1).copied()
+}
+
+/// Whether the last command of the container's shell script runs in the background.
+fn ends_in_background(c: &Container<'_>) -> bool {
+    let Some(script) = shell_script(c) else { return false };
+    last_statement(script).is_some_and(|s| s.ends_with('&') && !s.ends_with("&&"))
+}
+
+/// The last statement of a shell script, ignoring comments, blank lines and a trailing `;`.
+fn last_statement(script: &str) -> Option<&str> {
+    let line = script.lines().map(|l| strip_comment(l).trim()).rfind(|l| !l.is_empty())?;
+    // Split on `;` only: `a & b` leaves `b` in the foreground, `a && b &` backgrounds the list.
+    line.split(';').map(str::trim).rfind(|s| !s.is_empty())
+}
+
+fn strip_comment(line: &str) -> &str {
+    // A `#` at the start of a word starts a comment (quotes are rare enough here to ignore).
+    let bytes = line.as_bytes();
+    for (i, b) in bytes.iter().enumerate() {
+        if *b == b'#' && (i == 0 || bytes[i - 1].is_ascii_whitespace()) {
+            return &line[..i];
+        }
+    }
+    line
+}
+
+/// How a main container stops its sidecars the pre-1.29 way, if it does.
+fn stops_sidecars_itself(c: &Container<'_>) -> Option<&'static str> {
+    let words = || c.argv().flat_map(|a| a.split(|ch: char| ch.is_whitespace() || ch == ';' || ch == '&' || ch == '|'));
+    if c.argv().any(|a| a.contains("/quitquitquit")) {
+        return Some("/quitquitquit");
+    }
+    if c.argv().any(|a| a.contains("kubexit")) || c.env().iter().any(|e| e.name.starts_with("KUBEXIT_")) {
+        return Some("kubexit");
+    }
+    for (word, label) in [("pkill", "pkill"), ("killall", "killall"), ("kill", "kill")] {
+        if words().any(|w| w == word || w.ends_with(&format!("/{word}"))) {
+            return Some(label);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_last_statement() {
+        assert_eq!(last_statement("nohup node server.js &"), Some("nohup node server.js &"));
+        assert_eq!(last_statement("a &\nb\n# done\n\n"), Some("b"));
+        assert_eq!(last_statement("start-daemon & ; node server.js"), Some("node server.js"));
+        assert_eq!(last_statement("a && b &  # background"), Some("a && b &"));
+        assert_eq!(last_statement("   \n  "), None);
+    }
+
+    #[test]
+    fn shortens_on_char_boundaries() {
+        let long = "é".repeat(100);
+        let short = shorten(long);
+        assert!(short.len() <= MAX_WARNING_LEN && short.ends_with("..."));
+        assert_eq!(shorten("ok".into()), "ok");
+    }
+}
