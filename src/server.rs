@@ -593,7 +593,7 @@ impl Server {
 /// Serves accepted TCP connections: TLS handshake, then HTTP/1.1 or HTTP/2.
 struct Connections {
     acceptor: TlsAcceptor,
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    builders: Arc<Builders>,
     service: TowerToHyperService<Router>,
     handshake_timeout: Duration,
     metrics: Arc<Metrics>,
@@ -602,13 +602,15 @@ struct Connections {
 impl Connections {
     fn new(config: &ServerConfig, acceptor: TlsAcceptor, webhook: Router, metrics: Arc<Metrics>) -> Self {
         let mut builder = auto::Builder::new(TokioExecutor::new());
-        // The header read timeout needs a timer; it also bounds how long an HTTP/1.1 connection may
-        // sit idle between requests.
+        // The header read timeout needs a timer. hyper also applies it while an HTTP/1.1
+        // connection waits for its next request, so it bounds keep-alive idle time too.
         builder.http1().timer(TokioTimer::new()).header_read_timeout(config.header_read_timeout).keep_alive(true);
         builder.http2().timer(TokioTimer::new());
+        let builders =
+            Builders { http1: builder.clone().http1_only(), http2: builder.clone().http2_only(), sniffing: builder };
         Connections {
             acceptor,
-            builder: Arc::new(builder),
+            builders: Arc::new(builders),
             service: TowerToHyperService::new(webhook),
             handshake_timeout: config.tls_handshake_timeout,
             metrics,
@@ -622,7 +624,7 @@ impl Connections {
             tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY");
         }
         let acceptor = self.acceptor.clone();
-        let builder = self.builder.clone();
+        let builders = self.builders.clone();
         let service = self.service.clone();
         let handshake_timeout = self.handshake_timeout;
         let metrics = self.metrics.clone();
@@ -640,11 +642,31 @@ impl Connections {
                     return;
                 }
             };
+            let builder = builders.for_alpn(stream.get_ref().1.alpn_protocol());
             let connection = builder.serve_connection(TokioIo::new(stream), service);
             if let Err(e) = watcher.watch(connection).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });
+    }
+}
+
+/// Connection builders by protocol. With ALPN the protocol is known after the handshake, so
+/// hyper need not sniff the first bytes, and the HTTP/1.1 header read timeout runs from the start
+/// (sniffing has no timeout of its own).
+struct Builders {
+    http1: auto::Builder<TokioExecutor>,
+    http2: auto::Builder<TokioExecutor>,
+    sniffing: auto::Builder<TokioExecutor>,
+}
+
+impl Builders {
+    fn for_alpn(&self, alpn: Option<&[u8]>) -> &auto::Builder<TokioExecutor> {
+        match alpn {
+            Some(b"h2") => &self.http2,
+            Some(b"http/1.1") => &self.http1,
+            _ => &self.sniffing,
+        }
     }
 }
 
@@ -704,7 +726,8 @@ mod tests {
 
     #[tokio::test]
     async fn not_an_admission_review_gets_400() {
-        let response = router(state()).oneshot(request(Method::POST, Some("application/json"), "[]")).await.unwrap();
+        let response =
+            router(state()).oneshot(request(Method::POST, Some("application/json"), "{not json")).await.unwrap();
         assert_eq!(response.status(), StatusCode::BAD_REQUEST);
         assert!(error_of(response).await.contains("not a valid AdmissionReview"));
     }
