@@ -90,7 +90,7 @@ pub struct ServeArgs {
     pub tls_key: Option<PathBuf>,
 
     /// How often --tls-cert and --tls-key are re-read (e.g. `500ms`, `2s`, `1m`).
-    #[arg(long, env = "PODMEDIC_TLS_RELOAD_INTERVAL", default_value = "2s", value_parser = parse_duration)]
+    #[arg(long, env = "PODMEDIC_TLS_RELOAD_INTERVAL", default_value = "2s", value_parser = parse_nonzero_duration)]
     pub tls_reload_interval: Duration,
 
     /// PEM CA bundle: when set, clients (the API server) must present a certificate signed by it.
@@ -117,21 +117,23 @@ pub struct ServeArgs {
     #[arg(long, env = "PODMEDIC_MAX_CONCURRENCY", default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_concurrency: u32,
 
-    /// Time a client has to send the request headers (HTTP/1.1).
-    #[arg(long, env = "PODMEDIC_HEADER_READ_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    /// Time a client has to send the request headers (HTTP/1.1). hyper also applies it while a
+    /// keep-alive connection waits for its next request, so idle HTTP/1.1 connections are closed
+    /// after it (HTTP/2 connections are not).
+    #[arg(long, env = "PODMEDIC_HEADER_READ_TIMEOUT", default_value = "5s", value_parser = parse_nonzero_duration)]
     pub header_read_timeout: Duration,
 
     /// Time a client has to send the request body, including handling; 408 after it.
-    #[arg(long, env = "PODMEDIC_REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, env = "PODMEDIC_REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_nonzero_duration)]
     pub request_timeout: Duration,
 
     /// Time a client has to complete the TLS handshake.
-    #[arg(long, env = "PODMEDIC_TLS_HANDSHAKE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, env = "PODMEDIC_TLS_HANDSHAKE_TIMEOUT", default_value = "5s", value_parser = parse_nonzero_duration)]
     pub tls_handshake_timeout: Duration,
 
     /// Longest time from SIGTERM/SIGINT to exit: in-flight requests that take longer are dropped.
     /// Keep it below the Pod's terminationGracePeriodSeconds.
-    #[arg(long, env = "PODMEDIC_SHUTDOWN_TIMEOUT", default_value = "25s", value_parser = parse_duration)]
+    #[arg(long, env = "PODMEDIC_SHUTDOWN_TIMEOUT", default_value = "25s", value_parser = parse_nonzero_duration)]
     pub shutdown_timeout: Duration,
 
     /// Time between readiness turning false and the listener closing, so that the Service's
@@ -160,6 +162,14 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         other => return Err(format!("unknown duration unit {other:?} in {text:?} (use ms, s, m or h)")),
     };
     millis.map(Duration::from_millis).ok_or_else(|| format!("{text:?} is too long"))
+}
+
+/// [`parse_duration`], refusing zero (a zero interval or timeout is never what was meant).
+pub fn parse_nonzero_duration(text: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        Duration::ZERO => Err("the duration must be longer than zero".into()),
+        d => Ok(d),
+    }
 }
 
 /// Parses a byte count: `7340032`, `512Ki`, `7Mi`, `1Gi`.
@@ -202,6 +212,8 @@ mod tests {
         assert!(parse_duration("2 weeks").is_err());
         assert!(parse_duration("ms").is_err());
         assert!(parse_duration("").is_err());
+        assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
+        assert!(parse_nonzero_duration("0s").is_err());
     }
 
     #[test]

@@ -174,6 +174,13 @@ pub async fn build_environment(args: &ServeArgs, readiness: &Readiness) -> Resul
 
 /// Runs `podmedic serve` until SIGTERM or SIGINT.
 pub async fn serve(args: &ServeArgs) -> Result<(), ServeError> {
+    if args.shutdown_delay >= args.shutdown_timeout {
+        tracing::warn!(
+            delay = ?args.shutdown_delay,
+            timeout = ?args.shutdown_timeout,
+            "--shutdown-delay is not shorter than --shutdown-timeout: requests in flight at the end of the delay are dropped"
+        );
+    }
     let readiness = Readiness::new();
     let metrics = Arc::new(Metrics::new());
     let environment = build_environment(args, &readiness).await?;
