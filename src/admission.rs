@@ -13,9 +13,9 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
+use kube::core::admission::{AdmissionRequest, AdmissionResponse, Operation};
 use kube::core::{DynamicObject, GroupVersionKind, GroupVersionResource, TypeMeta};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::config::Policy;
@@ -242,7 +242,7 @@ pub fn admit(body: &[u8], env: &Environment) -> Result<Admission, ReviewError> {
         }
     }
 
-    admission.body = serde_json::to_vec(&into_review(response)).map_err(|e| ReviewError::Encode(e.to_string()))?;
+    admission.body = encode(&response)?;
     Ok(admission)
 }
 
@@ -332,8 +332,48 @@ fn acts_on(req: &AdmissionRequest<DynamicObject>) -> bool {
     )
 }
 
-fn into_review(response: AdmissionResponse) -> AdmissionReview<DynamicObject> {
-    response.into_review()
+/// The AdmissionReview response on the wire.
+///
+/// kube's `AdmissionResponse` is what we build; it serializes its patch (`Vec<u8>`) as a JSON array
+/// of numbers. Kubernetes defines the field as Go `[]byte`, whose JSON form is base64; the array
+/// happens to decode too, but it is three to four times larger. So the envelope is encoded here,
+/// from kube's response, with the patch in base64.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct WireReview<'r> {
+    api_version: &'static str,
+    kind: &'static str,
+    response: WireResponse<'r>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct WireResponse<'r> {
+    uid: &'r str,
+    allowed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch_type: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    warnings: Option<&'r [String]>,
+}
+
+fn encode(response: &AdmissionResponse) -> Result<Vec<u8>, ReviewError> {
+    use base64::Engine as _;
+    let patch = response.patch.as_deref().map(|p| base64::engine::general_purpose::STANDARD.encode(p));
+    let wire = WireReview {
+        api_version: kube::core::admission::META_API_VERSION_V1,
+        kind: kube::core::admission::META_KIND,
+        response: WireResponse {
+            uid: &response.uid,
+            allowed: response.allowed,
+            patch_type: patch.as_ref().map(|_| "JSONPatch"),
+            patch,
+            warnings: response.warnings.as_deref(),
+        },
+    };
+    serde_json::to_vec(&wire).map_err(|e| ReviewError::Encode(e.to_string()))
 }
 
 fn operation_label(op: &Operation) -> &'static str {

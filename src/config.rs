@@ -372,6 +372,9 @@ impl Policy {
     pub fn builtin_with(yaml: &str, origin: &str) -> Result<Policy, PolicyError> {
         let base = parse_file(DEFAULT_POLICY_YAML, "built-in")?;
         let user = parse_file(yaml, origin)?;
+        // Validate the user's own entries first, so errors point into the user's file.
+        compile_catalogue(&user.catalogue.sidecars, origin)?;
+        validate_self_managed(&user.self_managed_workloads, origin)?;
         resolve(merge(base, user, origin)?, origin)
     }
 
@@ -481,9 +484,44 @@ fn merge(mut base: PolicyFile, user: PolicyFile, origin: &str) -> Result<PolicyF
 
 fn resolve(file: PolicyFile, origin: &str) -> Result<Policy, PolicyError> {
     let invalid = |field: String, message: String| PolicyError::Invalid { origin: origin.to_owned(), field, message };
+    let compiled = compile_catalogue(&file.catalogue.sidecars, origin)?;
+    validate_self_managed(&file.self_managed_workloads, origin)?;
+    let requests = file.default_requests.unwrap_or_default();
+    let containers = ResourceDefaults::from_map(&requests.containers.unwrap_or_default(), "defaultRequests.containers")
+        .map_err(|(f, m)| invalid(f, m))?;
+    let sidecars = ResourceDefaults::from_map(&requests.sidecars.unwrap_or_default(), "defaultRequests.sidecars")
+        .map_err(|(f, m)| invalid(f, m))?;
+    let enabled = requests.enabled.unwrap_or(false);
+    if enabled && containers.0.is_empty() {
+        return Err(invalid(
+            "defaultRequests.containers".into(),
+            "must name at least one resource when enabled".into(),
+        ));
+    }
+    let lr = file.long_running_pods.unwrap_or_default();
+    let w = file.warnings.unwrap_or_default();
+    Ok(Policy {
+        sidecars: file.catalogue.sidecars,
+        self_managed_workloads: file.self_managed_workloads,
+        mesh_init_containers: file.mesh_init_containers.unwrap_or_default(),
+        default_requests: DefaultRequests { enabled, containers, sidecars },
+        readiness_probes: lr.readiness_probes.unwrap_or(false),
+        liveness_probes: lr.liveness_probes.unwrap_or(false),
+        warnings: WarningSwitches {
+            latest_tag: w.latest_tag.unwrap_or(true),
+            missing_requests: w.missing_requests.unwrap_or(true),
+            backgrounded_entrypoint: w.backgrounded_entrypoint.unwrap_or(true),
+        },
+        compiled,
+    })
+}
+
+/// Checks catalogue entries and splits their image patterns into components.
+fn compile_catalogue(sidecars: &[SidecarProfile], origin: &str) -> Result<Vec<Vec<Vec<String>>>, PolicyError> {
+    let invalid = |field: String, message: String| PolicyError::Invalid { origin: origin.to_owned(), field, message };
     let mut names = HashSet::new();
-    let mut compiled = Vec::with_capacity(file.catalogue.sidecars.len());
-    for (i, profile) in file.catalogue.sidecars.iter().enumerate() {
+    let mut compiled = Vec::with_capacity(sidecars.len());
+    for (i, profile) in sidecars.iter().enumerate() {
         let at = format!("catalogue.sidecars[{i}]");
         if profile.name.trim().is_empty() {
             return Err(invalid(format!("{at}.name"), "must not be empty".into()));
@@ -530,40 +568,101 @@ fn resolve(file: PolicyFile, origin: &str) -> Result<Policy, PolicyError> {
         }
         compiled.push(patterns);
     }
-    for (i, w) in file.self_managed_workloads.iter().enumerate() {
+    Ok(compiled)
+}
+
+fn validate_self_managed(workloads: &[SelfManagedWorkload], origin: &str) -> Result<(), PolicyError> {
+    for (i, w) in workloads.iter().enumerate() {
         if w.labels.is_empty() && w.annotations.is_empty() && w.container_names.is_empty() {
-            return Err(invalid(
-                format!("selfManagedWorkloads[{i}]"),
-                "give at least one of labels, annotations, containerNames".into(),
-            ));
+            return Err(PolicyError::Invalid {
+                origin: origin.to_owned(),
+                field: format!("selfManagedWorkloads[{i}]"),
+                message: "give at least one of labels, annotations, containerNames".into(),
+            });
         }
     }
-    let requests = file.default_requests.unwrap_or_default();
-    let containers = ResourceDefaults::from_map(&requests.containers.unwrap_or_default(), "defaultRequests.containers")
-        .map_err(|(f, m)| invalid(f, m))?;
-    let sidecars = ResourceDefaults::from_map(&requests.sidecars.unwrap_or_default(), "defaultRequests.sidecars")
-        .map_err(|(f, m)| invalid(f, m))?;
-    let enabled = requests.enabled.unwrap_or(false);
-    if enabled && containers.0.is_empty() {
-        return Err(invalid(
-            "defaultRequests.containers".into(),
-            "must name at least one resource when enabled".into(),
-        ));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEADER: &str = "apiVersion: podmedic.io/v1alpha1\nkind: Policy\n";
+
+    fn err(body: &str) -> String {
+        Policy::builtin_with(&format!("{HEADER}{body}"), "policy.yaml").unwrap_err().to_string()
     }
-    let lr = file.long_running_pods.unwrap_or_default();
-    let w = file.warnings.unwrap_or_default();
-    Ok(Policy {
-        sidecars: file.catalogue.sidecars,
-        self_managed_workloads: file.self_managed_workloads,
-        mesh_init_containers: file.mesh_init_containers.unwrap_or_default(),
-        default_requests: DefaultRequests { enabled, containers, sidecars },
-        readiness_probes: lr.readiness_probes.unwrap_or(false),
-        liveness_probes: lr.liveness_probes.unwrap_or(false),
-        warnings: WarningSwitches {
-            latest_tag: w.latest_tag.unwrap_or(true),
-            missing_requests: w.missing_requests.unwrap_or(true),
-            backgrounded_entrypoint: w.backgrounded_entrypoint.unwrap_or(true),
-        },
-        compiled,
-    })
+
+    #[test]
+    fn the_builtin_policy_is_valid_and_has_the_catalogue() {
+        let p = Policy::builtin();
+        for name in [
+            "cloud-sql-proxy-v1",
+            "cloud-sql-proxy-v2",
+            "alloydb-auth-proxy",
+            "istio-proxy",
+            "linkerd-proxy",
+            "envoy",
+            "fluent-bit",
+            "fluentd",
+            "vector",
+            "promtail",
+            "grafana-alloy",
+            "opentelemetry-collector",
+            "datadog-agent",
+            "vault-agent",
+            "pgbouncer",
+        ] {
+            assert!(p.profile(name).is_some(), "{name}");
+        }
+        assert!(!p.default_requests.enabled);
+        assert!(!p.readiness_probes && !p.liveness_probes);
+    }
+
+    #[test]
+    fn user_files_add_override_and_disable_entries() {
+        let p = Policy::builtin_with(
+            &format!(
+                "{HEADER}catalogue:\n  disable: [fluentd]\n  sidecars:\n  - name: acme-db-proxy\n    images: [acme/db-proxy]\n    startupProbe: {{tcpSocket: {{port: 5432}}}}\n  - name: envoy\n    images: [acme/envoy]\ndefaultRequests: {{enabled: true}}\n"
+            ),
+            "policy.yaml",
+        )
+        .unwrap();
+        assert!(p.profile("fluentd").is_none());
+        assert_eq!(p.profile("acme-db-proxy").unwrap().startup_probe, ProbeProfile::TcpSocket { port: 5432 });
+        assert_eq!(p.profile("envoy").unwrap().images, ["acme/envoy"]);
+        assert!(p.default_requests.enabled);
+        assert_eq!(p.default_requests.containers.0["cpu"].as_str(), "100m", "built-in values stay");
+    }
+
+    #[test]
+    fn errors_name_the_file_and_the_field() {
+        let cases = [
+            ("catalogue:\n  sidecars:\n  - name: x\n    imagez: [a]\n", "catalogue.sidecars[0]"),
+            ("catalogue:\n  sidecars:\n  - name: x\n    images: a\n", "catalogue.sidecars[0].images"),
+            ("catalogue:\n  sidecars:\n  - name: x\n    images: ['acme/x:1.0']\n", "catalogue.sidecars[0].images[0]"),
+            ("catalogue:\n  sidecars:\n  - name: x\n    images: []\n", "catalogue.sidecars[0].images"),
+            ("catalogue:\n  sidecars:\n  - name: x\n    images: [a]\n    startupProbe: sometimes\n", "startupProbe"),
+            ("catalogue:\n  disable: [nope]\n", "catalogue.disable[0]"),
+            ("defaultRequests: {enabled: true, containers: {cpu: lots}}\n", "defaultRequests.containers.cpu"),
+            ("longRunningPods: {readinessProbes: maybe}\n", "longRunningPods.readinessProbes"),
+            ("selfManagedWorkloads:\n- name: empty\n", "selfManagedWorkloads[0]"),
+        ];
+        for (body, field) in cases {
+            let e = err(body);
+            assert!(e.contains("policy.yaml") && e.contains(field), "{body} -> {e}");
+        }
+        let e = Policy::builtin_with("apiVersion: v1\nkind: Policy\n", "p.yaml").unwrap_err().to_string();
+        assert!(e.contains("apiVersion"), "{e}");
+    }
+
+    #[test]
+    fn annotation_defaults_parse_and_reject_garbage() {
+        let d = ResourceDefaults::parse_annotation("cpu=100m, memory=128Mi").unwrap();
+        assert_eq!(d.0["memory"].as_str(), "128Mi");
+        for bad in ["", "cpu", "cpu=lots", "cpu=-1", "bad name=1"] {
+            assert!(ResourceDefaults::parse_annotation(bad).is_err(), "{bad}");
+        }
+    }
 }

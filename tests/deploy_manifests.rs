@@ -1,0 +1,667 @@
+//! The manifests users apply from `deploy/`: the webhook configuration is an opt-in, fail-open
+//! webhook for Pods, Jobs and CronJobs; the Deployment is hardened; RBAC is read-only on Nodes and
+//! Namespaces; each overlay renders and adds a certificate.
+//!
+//! The base is always checked by parsing its files directly. Where `kubectl` is on PATH, every
+//! kustomization is also rendered with `kubectl kustomize` and the same checks run on the output;
+//! without it, the overlays' patches are applied here with `json_patch` instead.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::{Value, json};
+
+const NAMESPACE: &str = "podmedic-system";
+
+fn deploy_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy")
+}
+
+/// Every document of a multi-document YAML text, empty ones dropped.
+fn parse_docs(text: &str, origin: &str) -> Vec<Value> {
+    yaml_serde::Deserializer::from_str(text)
+        .map(|doc| {
+            <Value as serde::Deserialize>::deserialize(doc).unwrap_or_else(|e| panic!("{origin} is not YAML: {e}"))
+        })
+        .filter(|doc| !doc.is_null())
+        .collect()
+}
+
+fn read_yaml(path: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    parse_docs(&text, &path.display().to_string())
+}
+
+/// The base's objects, from the files its kustomization lists (no kubectl needed).
+fn base_objects() -> Vec<Value> {
+    let base = deploy_dir().join("base");
+    let kustomization = read_yaml(&base.join("kustomization.yaml")).remove(0);
+    let resources = kustomization["resources"].as_array().expect("base kustomization lists resources");
+    assert!(kustomization.get("patches").is_none(), "the fallback parser does not apply patches in the base");
+    resources.iter().flat_map(|r| read_yaml(&base.join(r.as_str().expect("resource path")))).collect()
+}
+
+/// `kubectl kustomize <dir>`, or None if kubectl is not installed. A kubectl that runs but fails
+/// to render fails the test.
+fn kustomize(dir: &Path) -> Option<Vec<Value>> {
+    let output = match Command::new("kubectl").arg("kustomize").arg(dir).output() {
+        Ok(output) => output,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            eprintln!("kubectl not on PATH: `kubectl kustomize {}` skipped", dir.display());
+            return None;
+        }
+        Err(e) => panic!("cannot run kubectl: {e}"),
+    };
+    assert!(
+        output.status.success(),
+        "kubectl kustomize {} failed:\n{}",
+        dir.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Some(parse_docs(&String::from_utf8_lossy(&output.stdout), &format!("kubectl kustomize {}", dir.display())))
+}
+
+fn find<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    let mut matching = objects.iter().filter(|o| o["kind"] == kind && o["metadata"]["name"] == name);
+    let found = matching.next().unwrap_or_else(|| panic!("no {kind} {name}"));
+    assert!(matching.next().is_none(), "two {kind}s named {name}");
+    found
+}
+
+fn of_kind<'a>(objects: &'a [Value], kind: &'a str) -> impl Iterator<Item = &'a Value> + 'a {
+    objects.iter().filter(move |o| o["kind"] == kind)
+}
+
+fn strings(v: &Value) -> Vec<&str> {
+    v.as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default()
+}
+
+/// A copy of `deploy/` in a temporary directory, so that a test can add files to an overlay.
+fn deploy_copy() -> (tempfile::TempDir, PathBuf) {
+    fn copy(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).expect("mkdir");
+        for entry in std::fs::read_dir(from).expect("read_dir") {
+            let entry = entry.expect("entry");
+            let target = to.join(entry.file_name());
+            if entry.file_type().expect("file type").is_dir() {
+                copy(&entry.path(), &target);
+            } else {
+                std::fs::copy(entry.path(), &target).expect("copy");
+            }
+        }
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let deploy = tmp.path().join("deploy");
+    copy(&deploy_dir(), &deploy);
+    // Certificates someone generated into the real overlay must not leak into the test.
+    let _ = std::fs::remove_dir_all(deploy.join("overlays/self-managed/certs"));
+    (tmp, deploy)
+}
+
+fn webhook(objects: &[Value]) -> &Value {
+    let config = find(objects, "MutatingWebhookConfiguration", "podmedic");
+    let webhooks = config["webhooks"].as_array().expect("webhooks");
+    assert_eq!(webhooks.len(), 1, "one webhook, so that index 0 in the overlays' patches is podmedic's");
+    &webhooks[0]
+}
+
+fn pod_spec(objects: &[Value]) -> &Value {
+    &find(objects, "Deployment", "podmedic")["spec"]["template"]["spec"]
+}
+
+fn podmedic_container(objects: &[Value]) -> &Value {
+    let containers = pod_spec(objects)["containers"].as_array().expect("containers");
+    containers.iter().find(|c| c["name"] == "podmedic").expect("a container named podmedic")
+}
+
+/// `--flag=value` from the container's args.
+fn arg<'a>(container: &'a Value, flag: &str) -> Option<&'a str> {
+    strings(&container["args"]).into_iter().find_map(|a| a.strip_prefix(flag)?.strip_prefix('='))
+}
+
+/// Seconds in a Go-style duration as the server's flags take them (`5s`, `1m30s`).
+fn seconds(duration: &str) -> u64 {
+    let (mut total, mut number) = (0, String::new());
+    for c in duration.chars() {
+        if c.is_ascii_digit() {
+            number.push(c);
+            continue;
+        }
+        let n: u64 = number.parse().unwrap_or_else(|_| panic!("bad duration {duration:?}"));
+        number.clear();
+        total += n * match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            _ => panic!("bad duration unit in {duration:?}"),
+        };
+    }
+    assert!(number.is_empty(), "duration {duration:?} lacks a unit");
+    total
+}
+
+/// A CPU or memory quantity as a number of millicores or bytes (the forms the manifests use).
+fn quantity(q: &Value) -> f64 {
+    let s = q.as_str().map(str::to_owned).unwrap_or_else(|| q.to_string());
+    let units = [("m", 1e-3), ("Ki", 1024.0), ("Mi", 1024f64.powi(2)), ("Gi", 1024f64.powi(3))];
+    let (number, scale) =
+        units.iter().find_map(|(unit, scale)| Some((s.strip_suffix(unit)?, *scale))).unwrap_or((s.as_str(), 1.0));
+    number.parse::<f64>().unwrap_or_else(|_| panic!("bad quantity {s:?}")) * scale
+}
+
+/// The container port a Service or probe port (number or name) refers to.
+fn container_port(container: &Value, port: &Value) -> u64 {
+    match port {
+        Value::Number(n) => n.as_u64().expect("port number"),
+        Value::String(name) => container["ports"]
+            .as_array()
+            .and_then(|ports| ports.iter().find(|p| p["name"] == *name))
+            .and_then(|p| p["containerPort"].as_u64())
+            .unwrap_or_else(|| panic!("no container port named {name}")),
+        other => panic!("bad port {other}"),
+    }
+}
+
+fn assert_webhook_is_opt_in_and_fail_open(objects: &[Value]) {
+    let hook = webhook(objects);
+
+    let selector = &hook["namespaceSelector"];
+    assert_eq!(selector["matchLabels"], json!({"podmedic.io/enabled": "true"}), "opt-in by namespace label");
+    let excluded: BTreeSet<&str> = selector["matchExpressions"]
+        .as_array()
+        .expect("matchExpressions")
+        .iter()
+        .filter(|e| e["key"] == "kubernetes.io/metadata.name" && e["operator"] == "NotIn")
+        .flat_map(|e| strings(&e["values"]))
+        .collect();
+    assert!(excluded.contains("kube-system"), "kube-system is excluded even if labelled: {excluded:?}");
+    assert!(excluded.contains(NAMESPACE), "podmedic's own namespace is excluded even if labelled: {excluded:?}");
+    assert!(hook.get("objectSelector").is_none_or(|s| s == &json!({})), "no objectSelector narrows the rules");
+
+    let rules: BTreeMap<(String, String), (BTreeSet<&str>, &Value)> = hook["rules"]
+        .as_array()
+        .expect("rules")
+        .iter()
+        .flat_map(|rule| {
+            let groups = strings(&rule["apiGroups"]);
+            let resources = strings(&rule["resources"]);
+            assert_eq!(strings(&rule["apiVersions"]), ["v1"], "rule {rule}");
+            groups.into_iter().flat_map(move |g| {
+                resources.clone().into_iter().map(move |r| {
+                    ((g.to_owned(), r.to_owned()), (strings(&rule["operations"]).into_iter().collect(), &rule["scope"]))
+                })
+            })
+        })
+        .collect();
+    let expected = [
+        (("", "pods"), vec!["CREATE"]),
+        (("batch", "jobs"), vec!["CREATE"]),
+        (("batch", "cronjobs"), vec!["CREATE", "UPDATE"]),
+    ];
+    assert_eq!(rules.len(), expected.len(), "exactly pods, jobs and cronjobs (no wildcards, no subresources)");
+    for ((group, resource), operations) in expected {
+        let (ops, scope) = rules
+            .get(&(group.to_owned(), resource.to_owned()))
+            .unwrap_or_else(|| panic!("no rule for {group}/{resource}"));
+        assert_eq!(*ops, operations.into_iter().collect::<BTreeSet<_>>(), "operations on {resource}");
+        assert_eq!(*scope, "Namespaced", "scope of {resource}");
+    }
+
+    let conditions: BTreeMap<&str, String> = hook["matchConditions"]
+        .as_array()
+        .expect("matchConditions")
+        .iter()
+        .map(|c| {
+            let expression = c["expression"].as_str().expect("expression");
+            (c["name"].as_str().expect("name"), expression.split_whitespace().collect::<Vec<_>>().join(" "))
+        })
+        .collect();
+    for (name, expression) in &conditions {
+        assert!(
+            expression.starts_with("request.resource.resource != 'pods' ||"),
+            "condition {name} must pass Jobs and CronJobs through before looking at Pod fields: {expression}"
+        );
+    }
+    let mirror = conditions.get("skip-mirror-pods").expect("a condition that skips mirror Pods");
+    assert!(mirror.contains("'kubernetes.io/config.mirror' in object.metadata.annotations"), "{mirror}");
+    assert!(mirror.contains("!('kubernetes.io/config.mirror'"), "mirror Pods are excluded, not selected: {mirror}");
+    if let Some(restart) = conditions.get("skip-long-running-pods") {
+        assert!(restart.contains("object.spec.restartPolicy != 'Always'"), "{restart}");
+    }
+
+    assert_eq!(hook["failurePolicy"], "Ignore", "fail open: podmedic down must not block Pods");
+    assert_eq!(hook["sideEffects"], "None");
+    let timeout = hook["timeoutSeconds"].as_u64().expect("timeoutSeconds set (the default is 10s)");
+    assert!((1..=5).contains(&timeout), "timeoutSeconds {timeout} is short");
+    assert_eq!(hook["reinvocationPolicy"], "IfNeeded", "sidecars injected by later webhooks are seen");
+    assert_eq!(hook["admissionReviewVersions"], json!(["v1"]));
+    assert_eq!(hook["matchPolicy"], "Equivalent");
+
+    let client = &hook["clientConfig"];
+    assert!(client.get("url").is_none(), "in-cluster webhooks go through the Service");
+    let service = &client["service"];
+    assert_eq!(service["name"], "podmedic");
+    assert_eq!(service["namespace"], NAMESPACE);
+    assert_eq!(service["path"], "/mutate");
+    let port = service.get("port").map_or(443, |p| p.as_u64().expect("port"));
+    let svc = find(objects, "Service", "podmedic");
+    let svc_port = svc["spec"]["ports"]
+        .as_array()
+        .expect("ports")
+        .iter()
+        .find(|p| p["port"] == port)
+        .unwrap_or_else(|| panic!("the Service has no port {port}"));
+    let target = container_port(podmedic_container(objects), &svc_port["targetPort"]);
+    let listen = arg(podmedic_container(objects), "--listen").expect("--listen");
+    assert!(listen.ends_with(&format!(":{target}")), "the webhook reaches --listen {listen}, not port {target}");
+}
+
+fn assert_deployment_is_hardened(objects: &[Value]) {
+    let deployment = find(objects, "Deployment", "podmedic");
+    assert_eq!(deployment["metadata"]["namespace"], NAMESPACE);
+    assert_eq!(deployment["spec"]["replicas"], 2);
+    assert_eq!(deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"], 0, "rollouts keep two serving");
+    let pod_labels = &deployment["spec"]["template"]["metadata"]["labels"];
+    let selects_pods = |selector: &Value| {
+        let labels = selector.as_object().expect("matchLabels");
+        !labels.is_empty() && labels.iter().all(|(k, v)| &pod_labels[k] == v)
+    };
+    assert!(selects_pods(&deployment["spec"]["selector"]["matchLabels"]));
+
+    let pod = pod_spec(objects);
+    assert_eq!(pod["priorityClassName"], "system-cluster-critical");
+    assert_eq!(pod["serviceAccountName"], "podmedic");
+    for host in ["hostNetwork", "hostPID", "hostIPC"] {
+        assert_ne!(pod[host], true, "{host}");
+    }
+    let spread = pod["topologySpreadConstraints"].as_array().expect("topologySpreadConstraints");
+    assert!(
+        spread.iter().any(|c| c["topologyKey"] == "kubernetes.io/hostname"
+            && c["maxSkew"] == 1
+            && selects_pods(&c["labelSelector"]["matchLabels"])),
+        "replicas spread across nodes: {spread:?}"
+    );
+
+    let pod_security = &pod["securityContext"];
+    let containers = pod["containers"].as_array().expect("containers");
+    let init = pod["initContainers"].as_array().cloned().unwrap_or_default();
+    for c in containers.iter().chain(&init) {
+        let name = &c["name"];
+        let sc = &c["securityContext"];
+        let effective = |field: &str| if sc.get(field).is_some() { &sc[field] } else { &pod_security[field] };
+        assert_eq!(effective("runAsNonRoot"), true, "{name} runs as non-root");
+        let uid = effective("runAsUser").as_u64().expect("a fixed numeric UID, so that runAsNonRoot can check it");
+        assert_ne!(uid, 0, "{name} UID");
+        assert_eq!(effective("seccompProfile")["type"], "RuntimeDefault", "{name} seccomp");
+        assert_eq!(sc["readOnlyRootFilesystem"], true, "{name} read-only root filesystem");
+        assert_eq!(sc["allowPrivilegeEscalation"], false, "{name} no privilege escalation");
+        assert_ne!(sc["privileged"], true, "{name} not privileged");
+        assert!(strings(&sc["capabilities"]["drop"]).contains(&"ALL"), "{name} drops all capabilities");
+        assert!(strings(&sc["capabilities"]["add"]).is_empty(), "{name} adds no capability");
+
+        let resources = &c["resources"];
+        for resource in ["cpu", "memory"] {
+            let request = &resources["requests"][resource];
+            let limit = &resources["limits"][resource];
+            assert!(!request.is_null() && !limit.is_null(), "{name} has a {resource} request and limit");
+            assert!(quantity(request) <= quantity(limit), "{name} {resource} request {request} > limit {limit}");
+        }
+    }
+
+    let container = podmedic_container(objects);
+    assert_eq!(strings(&container["args"]).first(), Some(&"serve"), "args replace the image's CMD");
+    assert_eq!(arg(container, "--log-format"), Some("json"));
+    let metrics_listen = arg(container, "--metrics-listen").expect("--metrics-listen");
+    for (probe, path) in [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")] {
+        let get = &container[probe]["httpGet"];
+        assert_eq!(get["path"], path, "{probe}");
+        assert_ne!(get["scheme"], "HTTPS", "{probe} uses the plain-HTTP metrics port");
+        let port = container_port(container, &get["port"]);
+        assert!(metrics_listen.ends_with(&format!(":{port}")), "{probe} on port {port}, not {metrics_listen}");
+    }
+    let delay = seconds(arg(container, "--shutdown-delay").expect("--shutdown-delay"));
+    let drain = seconds(arg(container, "--shutdown-timeout").expect("--shutdown-timeout"));
+    let grace = pod["terminationGracePeriodSeconds"].as_u64().expect("terminationGracePeriodSeconds");
+    assert!(grace > delay + drain, "grace period {grace}s must outlast shutdown delay {delay}s + timeout {drain}s");
+
+    // The certificate: mounted read-only from the Secret, where the flags point.
+    let mount = container["volumeMounts"]
+        .as_array()
+        .and_then(|m| m.iter().find(|m| m["mountPath"] == "/etc/podmedic/tls"))
+        .expect("a mount at /etc/podmedic/tls");
+    assert_eq!(mount["readOnly"], true);
+    let volume = pod["volumes"]
+        .as_array()
+        .and_then(|v| v.iter().find(|v| v["name"] == mount["name"]))
+        .expect("the mounted volume");
+    assert_eq!(volume["secret"]["secretName"], "podmedic-tls");
+    assert_eq!(arg(container, "--tls-cert"), Some("/etc/podmedic/tls/tls.crt"));
+    assert_eq!(arg(container, "--tls-key"), Some("/etc/podmedic/tls/tls.key"));
+
+    let pdb = find(objects, "PodDisruptionBudget", "podmedic");
+    assert_eq!(pdb["metadata"]["namespace"], NAMESPACE);
+    assert_eq!(pdb["spec"]["minAvailable"], 1);
+    assert!(selects_pods(&pdb["spec"]["selector"]["matchLabels"]), "the PDB covers podmedic's Pods");
+    assert!(selects_pods(&find(objects, "Service", "podmedic")["spec"]["selector"]), "the Service selects them");
+}
+
+fn assert_rbac_is_read_only_on_nodes_and_namespaces(objects: &[Value]) {
+    assert_eq!(of_kind(objects, "Role").count(), 0, "podmedic needs no namespaced Role");
+    assert_eq!(of_kind(objects, "RoleBinding").count(), 0, "podmedic needs no RoleBinding");
+    let mut granted = BTreeSet::new();
+    for role in of_kind(objects, "ClusterRole") {
+        assert!(role.get("aggregationRule").is_none(), "no aggregation: the rules are all here");
+        for rule in role["rules"].as_array().expect("rules") {
+            assert!(rule.get("nonResourceURLs").is_none(), "no non-resource URLs: {rule}");
+            assert_eq!(strings(&rule["apiGroups"]), [""], "core group only: {rule}");
+            for resource in strings(&rule["resources"]) {
+                assert!(["nodes", "namespaces"].contains(&resource), "may not read {resource}: {rule}");
+                for verb in strings(&rule["verbs"]) {
+                    assert!(["get", "list", "watch"].contains(&verb), "may not {verb} {resource}: {rule}");
+                    granted.insert((resource, verb));
+                }
+            }
+        }
+    }
+    let needed: BTreeSet<_> =
+        ["nodes", "namespaces"].into_iter().flat_map(|r| ["get", "list", "watch"].map(|v| (r, v))).collect();
+    assert_eq!(granted, needed, "the server watches Nodes and Namespaces");
+
+    let bindings: Vec<_> = of_kind(objects, "ClusterRoleBinding").collect();
+    assert_eq!(bindings.len(), 1);
+    let binding = bindings[0];
+    assert_eq!(
+        binding["roleRef"],
+        json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "podmedic"})
+    );
+    assert_eq!(binding["subjects"], json!([{"kind": "ServiceAccount", "name": "podmedic", "namespace": NAMESPACE}]));
+    assert_eq!(find(objects, "ServiceAccount", "podmedic")["metadata"]["namespace"], NAMESPACE);
+}
+
+fn assert_base(objects: &[Value]) {
+    assert_valid_kubernetes_objects(objects);
+    assert_eq!(find(objects, "Namespace", NAMESPACE)["kind"], "Namespace");
+    assert_webhook_is_opt_in_and_fail_open(objects);
+    assert_deployment_is_hardened(objects);
+    assert_rbac_is_read_only_on_nodes_and_namespaces(objects);
+    let conditions: Vec<_> =
+        webhook(objects)["matchConditions"].as_array().expect("conditions").iter().map(|c| &c["name"]).collect();
+    assert_eq!(conditions, ["skip-long-running-pods", "skip-mirror-pods"], "the base skips long-running Pods");
+}
+
+/// Every object is a valid Kubernetes object of its kind: it reads into k8s-openapi's type and
+/// writes back unchanged, so a misspelt or misplaced field (which the type would drop) or a value
+/// of the wrong type fails. cert-manager's kinds are not in k8s-openapi and are left out.
+fn assert_valid_kubernetes_objects(objects: &[Value]) {
+    use k8s_openapi::api::{
+        admissionregistration::v1::MutatingWebhookConfiguration,
+        apps::v1::Deployment,
+        core::v1,
+        policy::v1::PodDisruptionBudget,
+        rbac::v1::{ClusterRole, ClusterRoleBinding},
+    };
+    fn round_trip<T: serde::de::DeserializeOwned + serde::Serialize>(object: &Value) {
+        let typed: T = serde_path_to_error::deserialize(object)
+            .unwrap_or_else(|e| panic!("{} {}: {e}", object["kind"], object["metadata"]["name"]));
+        let back = serde_json::to_value(typed).expect("serialize");
+        assert_eq!(
+            &back, object,
+            "{} {} has fields its kind does not know",
+            object["kind"], object["metadata"]["name"]
+        );
+    }
+    for object in objects {
+        match object["kind"].as_str().expect("kind") {
+            "Namespace" => round_trip::<v1::Namespace>(object),
+            "ServiceAccount" => round_trip::<v1::ServiceAccount>(object),
+            "Service" => round_trip::<v1::Service>(object),
+            "Secret" => round_trip::<v1::Secret>(object),
+            "ResourceQuota" => round_trip::<v1::ResourceQuota>(object),
+            "ClusterRole" => round_trip::<ClusterRole>(object),
+            "ClusterRoleBinding" => round_trip::<ClusterRoleBinding>(object),
+            "Deployment" => round_trip::<Deployment>(object),
+            "PodDisruptionBudget" => round_trip::<PodDisruptionBudget>(object),
+            "MutatingWebhookConfiguration" => round_trip::<MutatingWebhookConfiguration>(object),
+            "Issuer" | "Certificate" => assert_eq!(object["apiVersion"], "cert-manager.io/v1"),
+            other => panic!("no schema check for {other}: add one"),
+        }
+    }
+}
+
+/// Objects keyed by kind and name, to compare renderings regardless of order.
+fn by_kind_and_name(objects: Vec<Value>) -> BTreeMap<(String, String), Value> {
+    objects
+        .into_iter()
+        .map(|o| ((o["kind"].as_str().unwrap_or("").to_owned(), o["metadata"]["name"].to_string()), o))
+        .collect()
+}
+
+/// Applies an RFC 6902 patch the way kustomize does.
+fn apply_json_patch(target: &mut Value, patch: &Value) {
+    let patch: json_patch::Patch = serde_json::from_value(patch.clone()).expect("a JSON patch");
+    json_patch::patch(target, &patch).expect("the patch applies");
+}
+
+/// The inline RFC 6902 patch of a kustomization that targets the webhook configuration.
+fn inline_webhook_patch(kustomization: &Value) -> Value {
+    let patch = kustomization["patches"]
+        .as_array()
+        .and_then(|p| p.iter().find(|p| p["target"]["kind"] == "MutatingWebhookConfiguration"))
+        .expect("a patch of the MutatingWebhookConfiguration");
+    parse_docs(patch["patch"].as_str().expect("inline patch"), "inline patch").remove(0)
+}
+
+#[test]
+fn the_base_files_make_an_opt_in_fail_open_webhook_on_a_hardened_deployment() {
+    assert_base(&base_objects());
+}
+
+#[test]
+fn kubectl_kustomize_renders_deploy_to_exactly_the_base_files() {
+    let Some(rendered) = kustomize(&deploy_dir()) else { return };
+    assert_base(&rendered);
+    // The direct parse used without kubectl sees what kustomize renders: no hidden transformation,
+    // and no value that YAML 1.1 (kubectl, the API server) and YAML 1.2 read differently.
+    let (rendered, parsed) = (by_kind_and_name(rendered), by_kind_and_name(base_objects()));
+    assert_eq!(rendered.keys().collect::<Vec<_>>(), parsed.keys().collect::<Vec<_>>());
+    for (key, object) in rendered {
+        assert_eq!(object, parsed[&key], "{key:?} renders differently from its file");
+    }
+}
+
+#[test]
+fn every_field_of_the_webhook_says_why_it_has_its_value() {
+    let path = deploy_dir().join("base/mutatingwebhookconfiguration.yaml");
+    let text = std::fs::read_to_string(&path).expect("webhook configuration");
+    let lines: Vec<&str> = text.lines().collect();
+    let start = lines.iter().position(|l| *l == "webhooks:").expect("a webhooks: list");
+    // The webhook entry's own fields: `  - name:` and the keys indented under it, each preceded by
+    // a comment (possibly the one of the field before it ends, so no blank-line tricks).
+    let mut commented = BTreeSet::new();
+    for (i, line) in lines.iter().enumerate().skip(start + 1) {
+        let field =
+            line.strip_prefix("  - ").or_else(|| line.strip_prefix("    ").filter(|l| !l.starts_with([' ', '#'])));
+        let Some((key, _)) = field.and_then(|f| f.split_once(':')) else { continue };
+        let previous = lines[..i].iter().rev().find(|l| !l.trim().is_empty()).map_or("", |l| l.trim_start());
+        assert!(previous.starts_with('#'), "{}:{}: `{}` has no comment saying why", path.display(), i + 1, line.trim());
+        commented.insert(key.to_owned());
+    }
+    let hook = webhook(&base_objects()).as_object().expect("webhook").clone();
+    let fields: BTreeSet<String> = hook.keys().cloned().collect();
+    assert_eq!(commented, fields, "every field the webhook sets, and only those, is found with its comment");
+}
+
+#[test]
+fn the_long_running_pods_component_removes_only_the_restart_policy_condition() {
+    let component = deploy_dir().join("components/long-running-pods");
+    let check = |objects: &[Value]| {
+        let hook = webhook(objects);
+        let names: Vec<_> =
+            hook["matchConditions"].as_array().expect("conditions").iter().map(|c| &c["name"]).collect();
+        assert_eq!(names, ["skip-mirror-pods"], "long-running Pods are sent, mirror Pods still are not");
+        assert_webhook_is_opt_in_and_fail_open(objects);
+    };
+
+    // Without kubectl: apply the component's patch to the base ourselves.
+    let mut objects = base_objects();
+    let kustomization = read_yaml(&component.join("kustomization.yaml")).remove(0);
+    assert_eq!(kustomization["kind"], "Component");
+    let config = objects.iter_mut().find(|o| o["kind"] == "MutatingWebhookConfiguration").expect("webhook");
+    apply_json_patch(config, &inline_webhook_patch(&kustomization));
+    check(&objects);
+
+    // With kubectl: an overlay that uses the component, as a user would write it.
+    let (_tmp, deploy) = deploy_copy();
+    let overlay = deploy.join("overlays/with-long-running-pods");
+    std::fs::create_dir_all(&overlay).expect("mkdir");
+    std::fs::write(
+        overlay.join("kustomization.yaml"),
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: [../../base]\n\
+         components: [../../components/long-running-pods]\n",
+    )
+    .expect("write overlay");
+    if let Some(rendered) = kustomize(&overlay) {
+        check(&rendered);
+        assert_deployment_is_hardened(&rendered);
+    }
+}
+
+#[test]
+fn the_cert_manager_overlay_issues_the_serving_certificate_from_a_ca_and_injects_it() {
+    let overlay = deploy_dir().join("overlays/cert-manager");
+    let check = |objects: &[Value]| {
+        let serving = find(objects, "Certificate", "podmedic-serving");
+        assert_eq!(serving["metadata"]["namespace"], NAMESPACE);
+        assert_eq!(serving["spec"]["secretName"], "podmedic-tls", "the Secret the Deployment mounts");
+        let names: BTreeSet<_> = strings(&serving["spec"]["dnsNames"]).into_iter().collect();
+        let expected: BTreeSet<_> = podmedic::certs::service_dns_names("podmedic", NAMESPACE).into_iter().collect();
+        assert_eq!(names, expected.iter().map(String::as_str).collect());
+        assert!(strings(&serving["spec"]["usages"]).contains(&"server auth"));
+        assert_ne!(serving["spec"]["isCA"], true);
+
+        // Serving certificate <- CA Issuer <- CA Certificate <- self-signed Issuer.
+        let ca_issuer = find(objects, "Issuer", serving["spec"]["issuerRef"]["name"].as_str().expect("issuerRef"));
+        let ca_secret = ca_issuer["spec"]["ca"]["secretName"].as_str().expect("a CA Issuer");
+        let ca = objects
+            .iter()
+            .find(|o| o["kind"] == "Certificate" && o["spec"]["secretName"] == ca_secret)
+            .expect("the CA Certificate");
+        assert_eq!(ca["spec"]["isCA"], true);
+        let root = find(objects, "Issuer", ca["spec"]["issuerRef"]["name"].as_str().expect("issuerRef"));
+        assert_eq!(root["spec"]["selfSigned"], json!({}));
+        for issuer in of_kind(objects, "Issuer").chain(of_kind(objects, "Certificate")) {
+            assert_eq!(issuer["metadata"]["namespace"], NAMESPACE);
+        }
+
+        // Renewals need no caBundle change the Pods are not ready for: the serving certificate is
+        // renewed more often than the CA's renewal window, and the CA keeps its key.
+        let hours = |v: &Value| seconds(v.as_str().expect("a duration")) / 3600;
+        let serving_renewal_interval = hours(&serving["spec"]["duration"]) - hours(&serving["spec"]["renewBefore"]);
+        assert!(hours(&ca["spec"]["renewBefore"]) > serving_renewal_interval, "the CA renews too late");
+        assert_eq!(ca["spec"]["privateKey"]["rotationPolicy"], "Never", "a renewed CA verifies older certificates");
+
+        let config = find(objects, "MutatingWebhookConfiguration", "podmedic");
+        let inject = format!("{NAMESPACE}/podmedic-serving");
+        assert_eq!(config["metadata"]["annotations"]["cert-manager.io/inject-ca-from"], inject.as_str());
+    };
+
+    // Without kubectl: the overlay's files and its annotation patch.
+    let kustomization = read_yaml(&overlay.join("kustomization.yaml")).remove(0);
+    assert!(strings(&kustomization["resources"]).contains(&"../../base"));
+    let mut objects = base_objects();
+    for resource in strings(&kustomization["resources"]).into_iter().filter(|r| !r.starts_with("..")) {
+        objects.extend(read_yaml(&overlay.join(resource)));
+    }
+    let patch = inline_webhook_patch(&kustomization);
+    let config = objects.iter_mut().find(|o| o["kind"] == "MutatingWebhookConfiguration").expect("webhook");
+    json_patch::merge(config, &patch);
+    check(&objects);
+    assert_base(&objects);
+
+    if let Some(rendered) = kustomize(&overlay) {
+        check(&rendered);
+        assert_base(&rendered);
+    }
+}
+
+#[test]
+fn the_self_managed_overlay_uses_the_files_podmedic_certs_writes() {
+    let (_tmp, deploy) = deploy_copy();
+    let overlay = deploy.join("overlays/self-managed");
+    let certs = overlay.join("certs");
+    let args = podmedic::certs::CertsArgs {
+        service: "podmedic".into(),
+        namespace: NAMESPACE.into(),
+        out: certs.clone(),
+        validity: std::time::Duration::from_secs(86_400),
+        ca_validity: std::time::Duration::from_secs(2 * 86_400),
+        new_ca: false,
+    };
+    podmedic::certs::run(&args).expect("podmedic certs");
+    let ca_bundle = std::fs::read_to_string(certs.join("caBundle.b64")).expect("caBundle.b64");
+    let ca_bundle = ca_bundle.trim();
+
+    let check = |objects: &[Value]| {
+        assert_base(objects);
+        let hook = webhook(objects);
+        assert_eq!(hook["clientConfig"]["caBundle"], ca_bundle, "the webhook trusts the generated CA");
+        assert_eq!(hook["clientConfig"]["service"]["path"], "/mutate", "the patch added, it did not replace");
+        let secret = find(objects, "Secret", "podmedic-tls");
+        assert_eq!(secret["metadata"]["namespace"], NAMESPACE);
+        assert_eq!(secret["type"], "kubernetes.io/tls");
+        let keys: BTreeSet<_> = secret["data"].as_object().expect("data").keys().map(String::as_str).collect();
+        assert_eq!(keys, BTreeSet::from(["ca.crt", "tls.crt", "tls.key"]));
+    };
+
+    // Without kubectl: the files the kustomization names, and its JSON patch applied here.
+    let kustomization = read_yaml(&overlay.join("kustomization.yaml")).remove(0);
+    let mut objects = base_objects();
+    for resource in strings(&kustomization["resources"]).into_iter().filter(|r| !r.starts_with("..")) {
+        objects.extend(read_yaml(&overlay.join(resource)));
+    }
+    let patch_path = kustomization["patches"][0]["path"].as_str().expect("patch path");
+    assert_eq!(kustomization["patches"][0]["target"]["kind"], "MutatingWebhookConfiguration");
+    let patch = read_yaml(&overlay.join(patch_path)).remove(0);
+    let config = objects.iter_mut().find(|o| o["kind"] == "MutatingWebhookConfiguration").expect("webhook");
+    apply_json_patch(config, &patch);
+    check(&objects);
+
+    if let Some(rendered) = kustomize(&overlay) {
+        check(&rendered);
+    }
+}
+
+#[test]
+fn the_image_runs_serve_as_the_user_the_deployment_expects() {
+    let dockerfile =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("Dockerfile")).expect("Dockerfile");
+    let instructions: Vec<&str> = dockerfile.lines().filter(|l| !l.trim_start().starts_with('#')).collect();
+    let last_from = instructions.iter().rposition(|l| l.starts_with("FROM ")).expect("FROM");
+    let (build, final_stage) = instructions.split_at(last_from);
+    assert!(build.iter().any(|l| l.starts_with("FROM ")), "multi-stage: the toolchain stays out of the image");
+    assert!(
+        final_stage[0].contains("distroless/static") || final_stage[0].trim() == "FROM scratch",
+        "a minimal final image: {}",
+        final_stage[0]
+    );
+    let objects = base_objects();
+    let uid = pod_spec(&objects)["securityContext"]["runAsUser"].as_u64().expect("runAsUser");
+    let user = final_stage.iter().find_map(|l| l.strip_prefix("USER ")).expect("a USER in the final stage");
+    assert_eq!(user.split(':').next(), Some(uid.to_string().as_str()), "the image's user is the Deployment's");
+    assert!(final_stage.contains(&r#"ENTRYPOINT ["/usr/local/bin/podmedic"]"#));
+    assert!(final_stage.contains(&r#"CMD ["serve"]"#));
+}
+
+#[test]
+fn the_self_managed_overlay_is_git_ignored_where_podmedic_certs_writes() {
+    let gitignore =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(".gitignore")).expect("gitignore");
+    assert!(
+        gitignore.lines().any(|l| l.trim() == "/deploy/overlays/self-managed/certs/"),
+        "keys must not be committed"
+    );
+    for file in ["/certs/*.key", "/certs/secret.yaml", "/certs/caBundle*", "/certs/webhook-ca-bundle-patch.yaml"] {
+        assert!(gitignore.lines().any(|l| l.trim() == file), "{file} is not git-ignored");
+    }
+}

@@ -1,0 +1,90 @@
+//! `podmedic fix` as users run it: the real binary on the fixture files.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+fn fixture(name: &str) -> String {
+    format!("{}/tests/fixtures/manifests/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn podmedic(args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_podmedic"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    if let Some(text) = stdin {
+        input.write_all(text.as_bytes()).unwrap();
+    }
+    drop(input);
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn fix_check_exits_1_then_0_on_its_own_output() {
+    let seed = fixture("seed-cronjob.yaml");
+    let check = podmedic(&["fix", "--check", &seed], None);
+    assert_eq!(check.status.code(), Some(1), "{}", String::from_utf8_lossy(&check.stderr));
+
+    let fixed = podmedic(&["fix", &seed], None);
+    assert!(fixed.status.success(), "{}", String::from_utf8_lossy(&fixed.stderr));
+    let text = String::from_utf8(fixed.stdout).unwrap();
+    let obj: serde_json::Value = yaml_serde::from_str(&text).unwrap();
+    let spec = &obj["spec"]["jobTemplate"]["spec"]["template"]["spec"];
+    assert_eq!(spec["initContainers"][0]["name"], "cloud-sql-proxy");
+    assert_eq!(spec["initContainers"][0]["restartPolicy"], "Always");
+    assert_eq!(spec["containers"].as_array().unwrap().len(), 1);
+    assert_eq!(spec["containers"][0]["name"], "job");
+    // Key order of the user's manifest is kept.
+    assert!(text.find("apiVersion").unwrap() < text.find("kind").unwrap());
+    assert!(text.find("schedule").unwrap() < text.find("jobTemplate").unwrap());
+
+    let again = podmedic(&["fix", "--check", "-"], Some(&text));
+    assert_eq!(again.status.code(), Some(0), "{}", String::from_utf8_lossy(&again.stderr));
+}
+
+#[test]
+fn deployment_and_argo_pod_are_unchanged_and_backgrounding_is_warned() {
+    for file in ["deployment.yaml", "argo-workflow-pod.yaml"] {
+        let check = podmedic(&["fix", "--check", &fixture(file)], None);
+        assert_eq!(check.status.code(), Some(0), "{file}: {}", String::from_utf8_lossy(&check.stderr));
+    }
+    let deployment = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  template:\n    spec:\n      containers:\n      - {name: web, image: 'node:20', command: [sh, -c, 'nohup node server.js &']}\n";
+    let out = podmedic(&["fix", "-"], Some(deployment));
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("backgrounded"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn diff_json_output_older_clusters_and_errors() {
+    let seed = fixture("seed-cronjob.yaml");
+    let diff = podmedic(&["fix", "--diff", &seed], None);
+    let text = String::from_utf8(diff.stdout).unwrap();
+    assert!(
+        text.contains("+        restartPolicy: Always") || text.contains("+          restartPolicy: Always"),
+        "{text}"
+    );
+    assert!(text.starts_with("---"));
+
+    let json = podmedic(&["fix", "-o", "json", &seed, &fixture("deployment.yaml")], None);
+    let list: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(list["kind"], "List");
+    assert_eq!(list["items"].as_array().unwrap().len(), 2);
+
+    let old = podmedic(&["fix", "--check", "--kubernetes-version", "1.28", &seed], None);
+    assert_eq!(old.status.code(), Some(0), "nothing moves on 1.28");
+    assert!(String::from_utf8_lossy(&old.stderr).contains("native sidecars are not available"));
+
+    let bad = podmedic(&["fix", "-"], Some("kind: Pod\n---\nkind: [broken\n"));
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("<stdin>: document 2"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+}
