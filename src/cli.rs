@@ -117,11 +117,24 @@ pub struct ServeArgs {
     #[arg(long, env = "PODMEDIC_MAX_CONCURRENCY", default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_concurrency: u32,
 
-    /// Time a client has to send the request headers (HTTP/1.1). hyper also applies it while a
-    /// keep-alive connection waits for its next request, so idle HTTP/1.1 connections are closed
-    /// after it (HTTP/2 connections are not).
+    /// Time a new connection has, after its TLS handshake, to send the headers of its first
+    /// request (HTTP/1.1 and HTTP/2); the connection is closed after it. Guards against clients
+    /// that connect and send nothing, or drip their headers.
     #[arg(long, env = "PODMEDIC_HEADER_READ_TIMEOUT", default_value = "5s", value_parser = parse_nonzero_duration)]
     pub header_read_timeout: Duration,
+
+    /// How long an HTTP/1.1 keep-alive connection may wait for its next request (and take to send
+    /// its headers) before podmedic closes it. Keep it above the API server's own idle timeout
+    /// (Go's 90 s), so that the API server closes idle connections first: a POST sent on a
+    /// connection the server is closing at that moment is not retried by Go, and the object would
+    /// pass without podmedic.
+    #[arg(long, env = "PODMEDIC_IDLE_TIMEOUT", default_value = "120s", value_parser = parse_nonzero_duration)]
+    pub idle_timeout: Duration,
+
+    /// Most connections open at once; further connections are closed at once (a client that
+    /// opens and abandons connections cannot exhaust memory or file descriptors).
+    #[arg(long, env = "PODMEDIC_MAX_CONNECTIONS", default_value_t = 4096)]
+    pub max_connections: u32,
 
     /// Time a client has to send the request body, including handling; 408 after it.
     #[arg(long, env = "PODMEDIC_REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_nonzero_duration)]

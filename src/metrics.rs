@@ -60,6 +60,10 @@ pub mod reason {
     pub const TLS_HANDSHAKE: &str = "tls_handshake";
     /// The TLS handshake did not finish within `--tls-handshake-timeout`.
     pub const TLS_HANDSHAKE_TIMEOUT: &str = "tls_handshake_timeout";
+    /// A connection sent no complete request headers within the header read timeout.
+    pub const HEADER_TIMEOUT: &str = "header_timeout";
+    /// A connection was refused because `--max-connections` were open.
+    pub const CONNECTION_LIMIT: &str = "connection_limit";
 }
 
 /// podmedic's metrics and their registry.

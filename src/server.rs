@@ -97,8 +97,12 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// Requests handled at once before shedding.
     pub max_concurrency: usize,
-    /// Time to send the request headers (HTTP/1.1).
+    /// Time a new connection has to send its first request headers.
     pub header_read_timeout: Duration,
+    /// Idle time (and header time) allowed between requests on an HTTP/1.1 keep-alive connection.
+    pub idle_timeout: Duration,
+    /// Most connections open at once.
+    pub max_connections: usize,
     /// Time to send the request body.
     pub request_timeout: Duration,
     /// Time to complete the TLS handshake.
@@ -129,6 +133,8 @@ impl From<&ServeArgs> for ServerConfig {
             max_body_bytes: args.max_body_bytes,
             max_concurrency: usize::try_from(args.max_concurrency).unwrap_or(usize::MAX),
             header_read_timeout: args.header_read_timeout,
+            idle_timeout: args.idle_timeout,
+            max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
             request_timeout: args.request_timeout,
             tls_handshake_timeout: args.tls_handshake_timeout,
             shutdown_timeout: args.shutdown_timeout,
@@ -609,15 +615,18 @@ struct Connections {
     builders: Arc<Builders>,
     service: TowerToHyperService<Router>,
     handshake_timeout: Duration,
+    first_request_timeout: Duration,
+    slots: Arc<tokio::sync::Semaphore>,
     metrics: Arc<Metrics>,
 }
 
 impl Connections {
     fn new(config: &ServerConfig, acceptor: TlsAcceptor, webhook: Router, metrics: Arc<Metrics>) -> Self {
         let mut builder = auto::Builder::new(TokioExecutor::new());
-        // The header read timeout needs a timer. hyper also applies it while an HTTP/1.1
-        // connection waits for its next request, so it bounds keep-alive idle time too.
-        builder.http1().timer(TokioTimer::new()).header_read_timeout(config.header_read_timeout).keep_alive(true);
+        // hyper applies the HTTP/1.1 header read timeout also while a keep-alive connection waits
+        // for its next request, so it is the idle timeout here; the first request of a connection
+        // has the shorter `header_read_timeout` (see `serve`).
+        builder.http1().timer(TokioTimer::new()).header_read_timeout(config.idle_timeout).keep_alive(true);
         builder.http2().timer(TokioTimer::new());
         let builders =
             Builders { http1: builder.clone().http1_only(), http2: builder.clone().http2_only(), sniffing: builder };
@@ -626,6 +635,8 @@ impl Connections {
             builders: Arc::new(builders),
             service: TowerToHyperService::new(webhook),
             handshake_timeout: config.tls_handshake_timeout,
+            first_request_timeout: config.header_read_timeout,
+            slots: Arc::new(tokio::sync::Semaphore::new(config.max_connections.max(1))),
             metrics,
         }
     }
@@ -636,12 +647,19 @@ impl Connections {
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY");
         }
+        let Ok(slot) = self.slots.clone().try_acquire_owned() else {
+            self.metrics.error(reason::CONNECTION_LIMIT);
+            tracing::debug!(%peer, "too many connections: closed");
+            return;
+        };
         let acceptor = self.acceptor.clone();
         let builders = self.builders.clone();
         let service = self.service.clone();
         let handshake_timeout = self.handshake_timeout;
+        let first_request_timeout = self.first_request_timeout;
         let metrics = self.metrics.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
                 Ok(Ok(stream)) => stream,
                 Ok(Err(e)) => {
@@ -656,8 +674,32 @@ impl Connections {
                 }
             };
             let builder = builders.for_alpn(stream.get_ref().1.alpn_protocol());
-            let connection = builder.serve_connection(TokioIo::new(stream), service);
-            if let Err(e) = watcher.watch(connection).await {
+            // The service marks the connection once a request's headers are complete.
+            let requested = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let marked = {
+                let requested = requested.clone();
+                hyper::service::service_fn(move |request| {
+                    requested.store(true, std::sync::atomic::Ordering::Relaxed);
+                    hyper::service::Service::call(&service, request)
+                })
+            };
+            let connection = watcher.watch(builder.serve_connection(TokioIo::new(stream), marked));
+            tokio::pin!(connection);
+            let result = tokio::select! {
+                result = &mut connection => Some(result),
+                () = tokio::time::sleep(first_request_timeout) => None,
+            };
+            let result = match result {
+                Some(result) => result,
+                None if !requested.load(std::sync::atomic::Ordering::Relaxed) => {
+                    // Dropping the connection closes it.
+                    metrics.error(reason::HEADER_TIMEOUT);
+                    tracing::debug!(%peer, "no request headers within the header read timeout: closed");
+                    return;
+                }
+                None => connection.await,
+            };
+            if let Err(e) = result {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });

@@ -222,3 +222,38 @@ async fn excess_requests_are_shed_with_503() {
     admission_response(&request, &reply);
     assert!(server.get_plain("/metrics").await.text().contains(r#"podmedic_errors_total{reason="overloaded"}"#));
 }
+
+/// An idle keep-alive connection outlives the (short) header read timeout: the API server's Go
+/// client keeps idle connections for 90 s and must be the side that closes them.
+#[tokio::test]
+async fn idle_keep_alive_connections_stay_open_past_the_header_timeout() {
+    let server = TestServer::start_with(|c| c.header_read_timeout = Duration::from_millis(200)).await;
+    let mut client = server.client().connect().await.unwrap();
+    assert_eq!(client.review(fixture("pod-delete.json")).await.status, StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(!client.is_closed(), "an idle connection must not be closed by the header timeout");
+    assert_eq!(client.review(fixture("pod-delete.json")).await.status, StatusCode::OK);
+}
+
+/// The idle timeout does close keep-alive connections that stay unused.
+#[tokio::test]
+async fn idle_keep_alive_connections_close_after_the_idle_timeout() {
+    let server = TestServer::start_with(|c| c.idle_timeout = Duration::from_millis(300)).await;
+    let mut client = server.client().connect().await.unwrap();
+    assert_eq!(client.review(fixture("pod-delete.json")).await.status, StatusCode::OK);
+    tokio::time::timeout(Duration::from_secs(5), client.closed()).await.expect("closed after the idle timeout");
+}
+
+/// Connections beyond --max-connections are closed at once; the others keep working.
+#[tokio::test]
+async fn connections_beyond_the_limit_are_refused() {
+    let server = TestServer::start_with(|c| c.max_connections = 2).await;
+    let mut first = server.client().connect().await.unwrap();
+    let _second = server.client().connect().await.unwrap();
+    assert!(server.client().connect().await.is_err(), "the third connection is refused");
+    assert_eq!(first.review(fixture("pod-delete.json")).await.status, StatusCode::OK);
+    drop(first);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut again = server.client().connect().await.unwrap();
+    assert_eq!(again.review(fixture("pod-delete.json")).await.status, StatusCode::OK);
+}

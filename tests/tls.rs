@@ -192,6 +192,8 @@ async fn without_certificates_an_ephemeral_ca_is_written_and_used() {
         max_body_bytes: 1 << 20,
         max_concurrency: 8,
         header_read_timeout: Duration::from_secs(5),
+        idle_timeout: Duration::from_secs(120),
+        max_connections: 4096,
         request_timeout: Duration::from_secs(5),
         tls_handshake_timeout: Duration::from_secs(5),
         shutdown_timeout: Duration::from_secs(5),

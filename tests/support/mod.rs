@@ -203,6 +203,8 @@ impl TestServer {
             max_body_bytes: 7 << 20,
             max_concurrency: 512,
             header_read_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(120),
+            max_connections: 4096,
             request_timeout: Duration::from_secs(10),
             tls_handshake_timeout: Duration::from_secs(5),
             shutdown_timeout: Duration::from_secs(25),
