@@ -367,7 +367,7 @@ fn log_admission(admission: &Admission, elapsed: Duration) {
         result = admission.outcome.label(),
         changes = %changes,
         warnings = admission.warnings,
-        duration_ms = elapsed.as_secs_f64() * 1000.0,
+        duration_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
         "admission"
     );
     if let Some((label, message)) = &admission.skip_reason {
