@@ -212,14 +212,6 @@ fn is_false(v: &str) -> bool {
     matches!(v.trim().to_ascii_lowercase().as_str(), "false" | "0" | "f" | "no")
 }
 
-/// Whether the command is a shell script (`sh -c ...`), whose flags podmedic cannot edit safely.
-fn runs_through_shell(c: &Container<'_>) -> bool {
-    let mut argv = c.argv();
-    let first = argv.next().unwrap_or_default();
-    let base = first.rsplit('/').next().unwrap_or(first);
-    matches!(base, "sh" | "bash" | "ash" | "dash" | "zsh") && c.argv().any(|a| a == "-c")
-}
-
 /// A port for a new health endpoint: `preferred` unless another container uses it.
 fn free_port(preferred: u16, used: &BTreeSet<i64>) -> u16 {
     (preferred..=u16::MAX).find(|p| !used.contains(&i64::from(*p))).unwrap_or(preferred)
@@ -228,7 +220,7 @@ fn free_port(preferred: u16, used: &BTreeSet<i64>) -> u16 {
 /// Cloud SQL Auth Proxy v2 and AlloyDB Auth Proxy: `--health-check`, `--http-address`,
 /// `--http-port` (9090), `/startup`. `env_prefix` is the environment form (`CSQL_PROXY_`).
 fn health_check_v2(c: &Container<'_>, env_prefix: &str, used: &BTreeSet<i64>) -> Result<ProbePlan, String> {
-    if runs_through_shell(c) {
+    if c.shell_script().is_some() {
         return Err("runs through a shell; add --health-check yourself".into());
     }
     let env_form = c.env().iter().any(|e| e.name.starts_with(env_prefix));
@@ -281,7 +273,7 @@ fn health_check_v2(c: &Container<'_>, env_prefix: &str, used: &BTreeSet<i64>) ->
 
 /// Cloud SQL Auth Proxy v1: `-use_http_health_check`, `-health_check_port` (8090), `/startup`.
 fn health_check_v1(c: &Container<'_>, used: &BTreeSet<i64>) -> Result<ProbePlan, String> {
-    if runs_through_shell(c) {
+    if c.shell_script().is_some() {
         return Err("runs through a shell; add -use_http_health_check yourself".into());
     }
     let mut settings = Vec::new();
