@@ -64,9 +64,7 @@ pub(super) fn add_startup_probes(
         };
         match plan {
             Ok(plan) => {
-                for setting in &plan.settings {
-                    setting.apply(c, &at, patch);
-                }
+                apply_settings(c, &at, &plan.settings, patch);
                 if !plan.settings.is_empty() {
                     let shown: Vec<String> = plan.settings.iter().map(Setting::describe).collect();
                     changes.push(Change {
@@ -146,23 +144,34 @@ impl Setting {
             Setting::Env(n, v) => format!("{n}={v}"),
         }
     }
+}
 
-    fn apply(&self, c: &Container<'_>, at: &super::patch::Location, patch: &mut PatchBuilder) {
-        match self {
-            Setting::Arg(arg) => match &c.args {
-                None => patch.add(&at.child("args"), json!([arg])),
-                Some(args) => match args.iter().position(|a| a.as_str() == "--") {
-                    Some(i) => patch.add(&at.child("args").index(i), json!(arg)),
-                    None => patch.append(&at.child("args"), json!(arg)),
-                },
-            },
-            Setting::Env(name, value) => {
-                let var = json!({ "name": name, "value": value });
-                match &c.env {
-                    None => patch.add(&at.child("env"), json!([var])),
-                    Some(_) => patch.append(&at.child("env"), var),
+/// Adds the flags to `args` and the variables to `env`, creating each list once when it is missing;
+/// flags go before a `--` terminator when there is one.
+fn apply_settings(c: &Container<'_>, at: &super::patch::Location, settings: &[Setting], patch: &mut PatchBuilder) {
+    let args: Vec<Value> =
+        settings.iter().filter_map(|s| if let Setting::Arg(a) = s { Some(json!(a)) } else { None }).collect();
+    let env: Vec<Value> = settings
+        .iter()
+        .filter_map(|s| if let Setting::Env(n, v) = s { Some(json!({ "name": n, "value": v })) } else { None })
+        .collect();
+    if !args.is_empty() {
+        let list = at.child("args");
+        match c.args.as_deref().map(|a| a.iter().position(|x| x.as_str() == "--")) {
+            None => patch.add(&list, Value::Array(args)),
+            Some(Some(terminator)) => {
+                for (k, arg) in args.into_iter().enumerate() {
+                    patch.add(&list.index(terminator + k), arg);
                 }
             }
+            Some(None) => args.into_iter().for_each(|arg| patch.append(&list, arg)),
+        }
+    }
+    if !env.is_empty() {
+        let list = at.child("env");
+        match &c.env {
+            None => patch.add(&list, Value::Array(env)),
+            Some(_) => env.into_iter().for_each(|var| patch.append(&list, var)),
         }
     }
 }
