@@ -231,6 +231,21 @@ impl<'a> Container<'a> {
         self.startup_probe || self.readiness_probe || self.liveness_probe
     }
 
+    /// The script a container runs through a shell (`sh -c SCRIPT`, `bash -ec SCRIPT`, with the
+    /// shell in `command` and the script in `args` or anywhere in between), if it does.
+    pub fn shell_script(&self) -> Option<&str> {
+        let mut argv = self.argv();
+        let shell = argv.next()?;
+        let base = shell.rsplit('/').next().unwrap_or(shell);
+        if !matches!(base, "sh" | "bash" | "ash" | "dash" | "zsh" | "ksh") {
+            return None;
+        }
+        // Options such as -e, -x, -ec may precede or combine with -c.
+        let mut argv = argv.skip_while(|a| !(a.starts_with('-') && !a.starts_with("--") && a.contains('c')));
+        argv.next()?;
+        argv.next()
+    }
+
     /// Whether this is a native sidecar (an init container with `restartPolicy: Always`).
     pub fn is_restartable(&self) -> bool {
         self.restart_policy.as_deref() == Some("Always")
@@ -551,6 +566,21 @@ mod tests {
         }
         // Null still means absent.
         assert!(Object::from_json(r#"{"kind":"Pod","metadata":null,"spec":{"containers":null}}"#).is_ok());
+    }
+
+    #[test]
+    fn finds_shell_scripts_in_command_and_args() {
+        let script = |json: &str| {
+            let o = Object::from_json(json).unwrap();
+            o.spec.unwrap().containers.unwrap()[0].shell_script().map(str::to_owned)
+        };
+        let c = |fields: &str| format!(r#"{{"spec":{{"containers":[{{"name":"x",{fields}}}]}}}}"#);
+        assert_eq!(script(&c(r#""command":["sh","-c","a &"]"#)).as_deref(), Some("a &"));
+        assert_eq!(script(&c(r#""command":["/bin/sh","-ec"],"args":["vault agent"]"#)).as_deref(), Some("vault agent"));
+        assert_eq!(script(&c(r#""command":["bash","-x","-c","run"]"#)).as_deref(), Some("run"));
+        assert_eq!(script(&c(r#""command":["python","-c","print()"]"#)), None);
+        assert_eq!(script(&c(r#""command":["sh","/startup.sh"]"#)), None);
+        assert_eq!(script(&c(r#""command":["sh","-c"]"#)), None);
     }
 
     #[test]
