@@ -50,7 +50,24 @@ impl<'a> Object<'a> {
 
 fn malformed<E: fmt::Display>(e: serde_path_to_error::Error<E>) -> MutateError {
     let path = e.path().to_string();
-    MutateError::Malformed(format!("at `{path}`: {}", e.into_inner()))
+    MutateError::Malformed(format!("at `{path}`: {}", without_value(&e.into_inner().to_string())))
+}
+
+/// A serde message without the value it quotes.
+///
+/// serde names the value it rejected (`invalid type: string "DB_PASSWORD=hunter2", expected a
+/// sequence`), and the message goes to the logs and to the user's warnings; object values can be
+/// secrets (an `env` written as a string, `args` as one string). The kind of value found and what
+/// was expected are enough to fix the manifest.
+fn without_value(message: &str) -> String {
+    for prefix in ["invalid type: ", "invalid value: "] {
+        if let Some(rest) = message.strip_prefix(prefix) {
+            let found = rest.split([' ', ',']).next().unwrap_or_default();
+            let expected = rest.rsplit_once(", expected ").map_or("something else", |(_, e)| e);
+            return format!("{prefix}{found}, expected {expected}");
+        }
+    }
+    message.to_owned()
 }
 
 /// Object or template metadata.
@@ -581,6 +598,25 @@ mod tests {
         assert_eq!(script(&c(r#""command":["python","-c","print()"]"#)), None);
         assert_eq!(script(&c(r#""command":["sh","/startup.sh"]"#)), None);
         assert_eq!(script(&c(r#""command":["sh","-c"]"#)), None);
+    }
+
+    #[test]
+    fn type_errors_name_the_field_but_never_quote_the_value() {
+        // Found by tests/hostile.rs: these messages reached the error log and the warning.
+        for (raw, field, found) in [
+            (r#"{"spec":{"containers":[{"name":"x","env":"DB_PASSWORD=hunter2"}]}}"#, "env", "string"),
+            (r#"{"spec":{"containers":[{"name":"x","args":"--password=hunter2"}]}}"#, "args", "string"),
+            (
+                r#"{"spec":{"containers":[{"name":"x","ports":[{"containerPort":"hunter2"}]}]}}"#,
+                "containerPort",
+                "string",
+            ),
+            (r#"{"spec":{"containers":[{"name":"x","env":[{"name":"P","value":7}]}]}}"#, "value", "integer"),
+        ] {
+            let err = Object::from_json(raw).unwrap_err().to_string();
+            assert!(err.contains(field) && err.contains(&format!("invalid type: {found}, expected")), "{err}");
+            assert!(!err.contains("hunter2") && !err.contains("`7`"), "{err}");
+        }
     }
 
     #[test]
