@@ -561,9 +561,10 @@ async fn memory_returns_near_its_level_after_hostile_traffic() {
     podmedic.reviews(300).await;
     let before = podmedic.status_kib("VmRSS");
 
-    // Two rounds of everything, so that a leak shows as growth from the first round to the second.
+    // Rounds of everything, so that a leak shows as growth round after round.
     let mut after_round = Vec::new();
-    for _ in 0..2 {
+    let mut peak_after_first = 0;
+    for round in 0..3 {
         let mut client = ClientBuilder::to(podmedic.addr, &podmedic.ca_pem).connect().await.unwrap();
         for (what, body, expect) in body_cases() {
             match client.send(post_request("/mutate", "application/json", full(body.clone()))).await {
@@ -584,16 +585,21 @@ async fn memory_returns_near_its_level_after_hostile_traffic() {
         podmedic.reviews(300).await;
         tokio::time::sleep(Duration::from_millis(500)).await;
         after_round.push(podmedic.status_kib("VmRSS"));
+        if round == 0 {
+            peak_after_first = podmedic.status_kib("VmHWM");
+        }
     }
     let peak = podmedic.status_kib("VmHWM");
     println!(
-        "VmRSS: before {before} KiB, after round 1 {} KiB, after round 2 {} KiB, peak {peak} KiB",
-        after_round[0], after_round[1]
+        "VmRSS: before {before} KiB, after each round {after_round:?} KiB, peak {peak_after_first} KiB after round 1, {peak} KiB at the end"
     );
-    // The 5 MB string and the 8 MiB body over the limit need memory while they are handled; the
-    // allocator may keep some of it. What must not happen is growth with every round.
-    assert!(after_round[1] <= after_round[0] + 8 * 1024, "RSS grew from round 1 to round 2: {after_round:?}");
-    assert!(after_round[1] <= before + 64 * 1024, "RSS {} KiB after, {before} KiB before", after_round[1]);
+    // The 5 MB string and the 8 MiB body over the limit need memory while they are handled, and
+    // glibc keeps freed memory in per-thread arenas: which worker handled the big bodies decides
+    // whether ~10 MiB stays resident (observed: 32-43 MiB after a round, from 29 MiB). A leak
+    // would instead raise the high-water mark round after round.
+    let last = *after_round.last().unwrap();
+    assert!(peak <= peak_after_first + 12 * 1024, "the peak grew after round 1: {peak_after_first} -> {peak} KiB");
+    assert!(last <= before + 24 * 1024, "RSS {last} KiB after, {before} KiB before");
 }
 
 /// Env values, args and annotation values never reach the logs at info level: not for a Pod that
