@@ -3,103 +3,12 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
+use hyper::StatusCode;
 use hyper::body::{Bytes, Frame};
-use hyper::{Request, StatusCode};
+use support::process::ServeProcess;
 use support::*;
-
-/// The real binary, started with `args` after `serve`; stderr (JSON logs) is read on a thread.
-struct Podmedic {
-    child: Child,
-    addr: SocketAddr,
-    metrics_addr: SocketAddr,
-    logs: Arc<Mutex<Vec<String>>>,
-}
-
-impl Podmedic {
-    fn start(args: &[&str]) -> Podmedic {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_podmedic"))
-            .arg("serve")
-            .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
-            .args(["--log-format", "json", "--log-level", "info"])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start podmedic");
-        let stderr = child.stderr.take().expect("stderr");
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = mpsc::channel::<(String, SocketAddr)>();
-        let kept = logs.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) {
-                    let message = event["message"].as_str().unwrap_or_default().to_owned();
-                    if let Some(addr) = event["addr"].as_str().and_then(|a| a.parse().ok()) {
-                        let _ = tx.send((message, addr));
-                    }
-                }
-                kept.lock().expect("logs").push(line);
-            }
-        });
-        let (mut addr, mut metrics_addr) = (None, None);
-        while addr.is_none() || metrics_addr.is_none() {
-            let (message, at) = rx.recv_timeout(PATIENCE).unwrap_or_else(|_| {
-                let _ = child.kill();
-                panic!("podmedic did not start: {:?}", logs.lock().expect("logs"))
-            });
-            if message.contains("webhook") {
-                addr = Some(at);
-            } else if message.contains("metrics") {
-                metrics_addr = Some(at);
-            }
-        }
-        Podmedic { child, addr: addr.expect("addr"), metrics_addr: metrics_addr.expect("addr"), logs }
-    }
-
-    fn sigterm(&self) {
-        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().expect("run kill");
-        assert!(status.success());
-    }
-
-    /// Waits for the process to exit; panics after `limit`.
-    async fn exited(&mut self, limit: Duration) -> std::process::ExitStatus {
-        let deadline = tokio::time::Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                return status;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "podmedic did not exit: {:?}",
-                self.logs.lock().expect("logs")
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    async fn readyz(&self) -> Option<StatusCode> {
-        let stream = tokio::net::TcpStream::connect(self.metrics_addr).await.ok()?;
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.ok()?;
-        tokio::spawn(conn);
-        let request = Request::get("/readyz").header("host", "localhost").body(empty()).ok()?;
-        sender.send_request(request).await.ok().map(|r| r.status())
-    }
-}
-
-impl Drop for Podmedic {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Polls until `check` is true; panics after [`PATIENCE`].
 async fn eventually<F: std::future::Future<Output = bool>>(what: &str, mut check: impl FnMut() -> F) {
@@ -112,11 +21,8 @@ async fn eventually<F: std::future::Future<Output = bool>>(what: &str, mut check
 
 #[tokio::test]
 async fn sigterm_lets_the_request_in_flight_finish_then_exits_0() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let ca_file = temp_path(&dir, "ca.crt");
-    let mut podmedic =
-        Podmedic::start(&["--ephemeral-ca-file", ca_file.to_str().expect("path"), "--shutdown-timeout", "15s"]);
-    let ca_pem = std::fs::read_to_string(&ca_file).expect("the ephemeral CA was written");
+    let mut podmedic = ServeProcess::start(&["--shutdown-timeout", "15s"]);
+    let ca_pem = podmedic.ca_pem().to_owned();
     assert_eq!(podmedic.readyz().await, Some(StatusCode::OK));
 
     // Headers and half of the body are sent before the signal.
@@ -149,11 +55,9 @@ async fn sigterm_lets_the_request_in_flight_finish_then_exits_0() {
 
 #[tokio::test]
 async fn sigterm_with_nothing_in_flight_exits_at_once() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let ca_file = temp_path(&dir, "ca.crt");
-    let mut podmedic = Podmedic::start(&["--ephemeral-ca-file", ca_file.to_str().expect("path")]);
+    let mut podmedic = ServeProcess::start(&[]);
     // An idle keep-alive connection must not hold the exit up.
-    let ca_pem = std::fs::read_to_string(&ca_file).expect("CA");
+    let ca_pem = podmedic.ca_pem().to_owned();
     let mut idle = ClientBuilder::to(podmedic.addr, &ca_pem).connect().await.expect("connect");
     let request = fixture("pod-delete.json");
     admission_response(&request, &idle.review(request.clone()).await);

@@ -34,6 +34,8 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsConnector;
 
+pub mod process;
+
 /// Generous bound for anything that should happen "soon", so that a bug hangs no test.
 pub const PATIENCE: Duration = Duration::from_secs(20);
 
