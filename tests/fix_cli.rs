@@ -65,10 +65,9 @@ fn diff_json_output_older_clusters_and_errors() {
     let seed = fixture("seed-cronjob.yaml");
     let diff = podmedic(&["fix", "--diff", &seed], None);
     let text = String::from_utf8(diff.stdout).unwrap();
-    assert!(
-        text.contains("+        restartPolicy: Always") || text.contains("+          restartPolicy: Always"),
-        "{text}"
-    );
+    let added = |line: &str| text.lines().any(|l| l.starts_with('+') && l[1..].trim() == line);
+    assert!(added("restartPolicy: Always"), "{text}");
+    assert!(added("- --health-check"), "{text}");
     assert!(text.starts_with("---"));
 
     let json = podmedic(&["fix", "-o", "json", &seed, &fixture("deployment.yaml")], None);

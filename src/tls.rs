@@ -1,0 +1,409 @@
+//! Serving certificates: loading, hot reload, and the rustls server configuration.
+//!
+//! The certificate is served through [`CertResolver`], a rustls `ResolvesServerCert` backed by an
+//! `ArcSwap`, so a new pair replaces the old one without locks and without a restart; handshakes
+//! in progress keep the pair they started with.
+//!
+//! [`CertReloader`] re-reads the certificate and key *by path* on a timer and compares contents.
+//! Watching files for events would miss the kubelet's update of a mounted Secret, which writes a
+//! new timestamped directory and atomically renames the `..data` symlink over the old one: the
+//! files named in the mount (`tls.crt -> ..data/tls.crt`) never change themselves. Both files are
+//! loaded and checked as a pair; a pair that does not parse or whose key does not match the
+//! certificate is refused and the old one kept.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use rustls::crypto::CryptoProvider;
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
+use rustls::{RootCertStore, ServerConfig};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::certs::{CertsError, generate_ca_and_leaf};
+use crate::metrics::Metrics;
+
+/// ALPN protocols offered, preferred first. The API server speaks both.
+pub const ALPN_PROTOCOLS: [&[u8]; 2] = [b"h2", b"http/1.1"];
+
+/// Names the ephemeral certificate is valid for.
+pub const EPHEMERAL_NAMES: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
+
+/// Why certificates could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A file is not PEM, or holds no certificate.
+    #[error("{path}: no PEM certificate found ({detail})")]
+    NoCertificate {
+        /// The file.
+        path: String,
+        /// What the PEM reader said.
+        detail: String,
+    },
+    /// The key file holds no usable private key.
+    #[error("{path}: no PEM private key found ({detail})")]
+    NoKey {
+        /// The file.
+        path: String,
+        /// What the PEM reader said.
+        detail: String,
+    },
+    /// rustls refused the key or the certificate.
+    #[error("{path}: {detail}")]
+    Unusable {
+        /// The key or certificate file.
+        path: String,
+        /// What rustls said.
+        detail: String,
+    },
+    /// The key is not the certificate's key.
+    #[error("the private key in {key} does not match the certificate in {cert}")]
+    KeyMismatch {
+        /// The certificate file.
+        cert: String,
+        /// The key file.
+        key: String,
+    },
+    /// The client CA bundle could not be used.
+    #[error("client CA {path}: {detail}")]
+    ClientCa {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        detail: String,
+    },
+    /// The ephemeral certificate could not be made.
+    #[error(transparent)]
+    Generate(#[from] CertsError),
+    /// The ephemeral CA could not be written.
+    #[error("cannot write the ephemeral CA to {path}: {source}")]
+    WriteCa {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// rustls refused the configuration (should not happen).
+    #[error("TLS configuration: {0}")]
+    Config(#[from] rustls::Error),
+}
+
+/// The crypto provider podmedic uses everywhere (ring).
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A certificate resolver whose pair can be replaced at any time.
+pub struct CertResolver {
+    current: ArcSwap<CertifiedKey>,
+}
+
+impl fmt::Debug for CertResolver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CertResolver").finish_non_exhaustive()
+    }
+}
+
+impl CertResolver {
+    /// A resolver serving `key`.
+    pub fn new(key: CertifiedKey) -> Self {
+        CertResolver { current: ArcSwap::from_pointee(key) }
+    }
+
+    /// Serves `key` from the next handshake on.
+    pub fn replace(&self, key: CertifiedKey) {
+        self.current.store(Arc::new(key));
+    }
+
+    /// The pair currently served.
+    pub fn current(&self) -> Arc<CertifiedKey> {
+        self.current.load_full()
+    }
+}
+
+impl ResolvesServerCert for CertResolver {
+    fn resolve(&self, _client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current.load_full())
+    }
+}
+
+/// Parses a PEM certificate chain and private key (RSA or ECDSA, PKCS#8, PKCS#1 or SEC1) and
+/// checks that the key belongs to the first certificate. `cert_origin` and `key_origin` name the
+/// sources in errors.
+pub fn certified_key_from_pem(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+    cert_origin: &str,
+    key_origin: &str,
+) -> Result<CertifiedKey, TlsError> {
+    let chain = CertificateDer::pem_slice_iter(cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TlsError::NoCertificate { path: cert_origin.into(), detail: e.to_string() })?;
+    if chain.is_empty() {
+        return Err(TlsError::NoCertificate { path: cert_origin.into(), detail: "the file is empty".into() });
+    }
+    let key = PrivateKeyDer::from_pem_slice(key_pem)
+        .map_err(|e| TlsError::NoKey { path: key_origin.into(), detail: e.to_string() })?;
+    CertifiedKey::from_der(chain, key, &rustls::crypto::ring::default_provider()).map_err(|e| match e {
+        rustls::Error::InconsistentKeys(_) => {
+            TlsError::KeyMismatch { cert: cert_origin.into(), key: key_origin.into() }
+        }
+        rustls::Error::General(detail) => TlsError::Unusable { path: key_origin.into(), detail },
+        other => TlsError::Unusable { path: cert_origin.into(), detail: other.to_string() },
+    })
+}
+
+/// The certificate and key files of `--tls-cert` and `--tls-key`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertFiles {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+}
+
+/// What one look at the files found.
+#[derive(Debug)]
+pub enum ReloadOutcome {
+    /// The files are as last seen.
+    Unchanged,
+    /// A new pair was loaded and is being served.
+    Reloaded,
+    /// The files changed but the new pair was refused; the old one is still served.
+    Refused(TlsError),
+}
+
+/// Re-reads a certificate pair and swaps it into a [`CertResolver`] when it changed.
+#[derive(Debug)]
+pub struct CertReloader {
+    files: CertFiles,
+    resolver: Arc<CertResolver>,
+    /// The contents last read, loaded or refused, so that a bad pair is reported once.
+    seen: (Vec<u8>, Vec<u8>),
+}
+
+impl CertReloader {
+    /// Loads the pair; fails when it cannot be used, since there is nothing to serve yet.
+    pub fn load(files: CertFiles) -> Result<CertReloader, TlsError> {
+        let (cert_pem, key_pem) = read_pair(&files)?;
+        let key = certified_key_from_pem(&cert_pem, &key_pem, &path_text(&files.cert), &path_text(&files.key))?;
+        Ok(CertReloader { files, resolver: Arc::new(CertResolver::new(key)), seen: (cert_pem, key_pem) })
+    }
+
+    /// The resolver this reloader updates.
+    pub fn resolver(&self) -> Arc<CertResolver> {
+        self.resolver.clone()
+    }
+
+    /// Reads both files again and swaps the pair in when their contents changed and are valid.
+    pub fn reload(&mut self) -> ReloadOutcome {
+        let (cert_pem, key_pem) = match read_pair(&self.files) {
+            Ok(pair) => pair,
+            // A missing file is usually the middle of an update by hand; do not count it until
+            // it persists with new contents.
+            Err(e) => return ReloadOutcome::Refused(e),
+        };
+        if (&cert_pem, &key_pem) == (&self.seen.0, &self.seen.1) {
+            return ReloadOutcome::Unchanged;
+        }
+        let outcome = match certified_key_from_pem(
+            &cert_pem,
+            &key_pem,
+            &path_text(&self.files.cert),
+            &path_text(&self.files.key),
+        ) {
+            Ok(key) => {
+                self.resolver.replace(key);
+                ReloadOutcome::Reloaded
+            }
+            Err(e) => ReloadOutcome::Refused(e),
+        };
+        self.seen = (cert_pem, key_pem);
+        outcome
+    }
+
+    /// Reloads every `interval` until the task is dropped, logging and counting each change.
+    pub async fn run(mut self, interval: Duration, metrics: Arc<Metrics>) {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticker.tick().await;
+        let mut last_read_error: Option<String> = None;
+        loop {
+            ticker.tick().await;
+            // Reading two small files; done off the async workers so a slow volume cannot stall them.
+            let (reloader, outcome) = match tokio::task::spawn_blocking(move || {
+                let outcome = self.reload();
+                (self, outcome)
+            })
+            .await
+            {
+                Ok(done) => done,
+                Err(e) => {
+                    tracing::error!(error = %e, "certificate reload task failed; no more reloads");
+                    return;
+                }
+            };
+            self = reloader;
+            match outcome {
+                ReloadOutcome::Unchanged => last_read_error = None,
+                ReloadOutcome::Reloaded => {
+                    last_read_error = None;
+                    metrics.tls_reload(true);
+                    tracing::info!(cert = %path_text(&self.files.cert), "serving the new TLS certificate");
+                }
+                ReloadOutcome::Refused(e @ TlsError::Read { .. }) => {
+                    let message = e.to_string();
+                    if last_read_error.as_deref() != Some(&message) {
+                        tracing::warn!(error = %message, "cannot read the TLS certificate files; still serving the previous certificate");
+                        last_read_error = Some(message);
+                    }
+                }
+                ReloadOutcome::Refused(e) => {
+                    last_read_error = None;
+                    metrics.tls_reload(false);
+                    tracing::error!(error = %e, "refused the new TLS certificate; still serving the previous one");
+                }
+            }
+        }
+    }
+}
+
+fn read_pair(files: &CertFiles) -> Result<(Vec<u8>, Vec<u8>), TlsError> {
+    let read = |path: &Path| std::fs::read(path).map_err(|source| TlsError::Read { path: path_text(path), source });
+    Ok((read(&files.cert)?, read(&files.key)?))
+}
+
+fn path_text(path: &Path) -> String {
+    path.display().to_string()
+}
+
+/// Makes an ephemeral CA and a serving certificate for [`EPHEMERAL_NAMES`], writes the CA
+/// certificate to `ca_file`, and returns the serving pair.
+pub fn ephemeral(ca_file: &Path) -> Result<CertifiedKey, TlsError> {
+    let names: Vec<String> = EPHEMERAL_NAMES.iter().map(|n| (*n).to_owned()).collect();
+    let bundle = generate_ca_and_leaf("podmedic", &names, Duration::from_secs(365 * 24 * 3600))?;
+    std::fs::write(ca_file, &bundle.ca_cert_pem)
+        .map_err(|source| TlsError::WriteCa { path: path_text(ca_file), source })?;
+    certified_key_from_pem(bundle.cert_pem.as_bytes(), bundle.key_pem.as_bytes(), "ephemeral", "ephemeral")
+}
+
+/// Loads a PEM CA bundle for verifying client certificates.
+pub fn client_verifier(ca_file: &Path) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, TlsError> {
+    let path = path_text(ca_file);
+    let pem = std::fs::read(ca_file).map_err(|source| TlsError::Read { path: path.clone(), source })?;
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        let cert = cert.map_err(|e| TlsError::ClientCa { path: path.clone(), detail: e.to_string() })?;
+        roots.add(cert).map_err(|e| TlsError::ClientCa { path: path.clone(), detail: e.to_string() })?;
+    }
+    if roots.is_empty() {
+        return Err(TlsError::ClientCa { path, detail: "no certificate found".into() });
+    }
+    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+        .build()
+        .map_err(|e| TlsError::ClientCa { path, detail: e.to_string() })
+}
+
+/// The rustls server configuration: TLS 1.3 and 1.2, ALPN `h2` and `http/1.1`, certificates from
+/// `resolver`, and client certificates verified when `client_ca` is given.
+pub fn server_config(resolver: Arc<CertResolver>, client_ca: Option<&Path>) -> Result<ServerConfig, TlsError> {
+    let builder = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?;
+    let builder = match client_ca {
+        Some(ca) => builder.with_client_cert_verifier(client_verifier(ca)?),
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_cert_resolver(resolver);
+    config.alpn_protocols = ALPN_PROTOCOLS.iter().map(|p| p.to_vec()).collect();
+    Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bundle() -> crate::certs::CertBundle {
+        generate_ca_and_leaf("localhost", &["localhost".into()], Duration::from_secs(3600)).unwrap()
+    }
+
+    #[test]
+    fn loads_an_ecdsa_pair() {
+        let b = bundle();
+        let key = certified_key_from_pem(b.cert_pem.as_bytes(), b.key_pem.as_bytes(), "c", "k").unwrap();
+        assert_eq!(key.cert.len(), 1);
+    }
+
+    #[test]
+    fn refuses_a_key_of_another_certificate() {
+        let (a, b) = (bundle(), bundle());
+        let err = certified_key_from_pem(a.cert_pem.as_bytes(), b.key_pem.as_bytes(), "c", "k").unwrap_err();
+        assert!(matches!(err, TlsError::KeyMismatch { .. }), "{err}");
+    }
+
+    #[test]
+    fn refuses_garbage_and_empty_files() {
+        let b = bundle();
+        assert!(matches!(
+            certified_key_from_pem(b"", b.key_pem.as_bytes(), "c", "k"),
+            Err(TlsError::NoCertificate { .. })
+        ));
+        assert!(matches!(
+            certified_key_from_pem(b.cert_pem.as_bytes(), b"not a key", "c", "k"),
+            Err(TlsError::NoKey { .. })
+        ));
+        // A certificate where the key should be.
+        assert!(certified_key_from_pem(b.cert_pem.as_bytes(), b.cert_pem.as_bytes(), "c", "k").is_err());
+    }
+
+    #[test]
+    fn reloads_only_when_contents_change_and_keeps_the_old_pair_on_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = CertFiles { cert: dir.path().join("tls.crt"), key: dir.path().join("tls.key") };
+        let first = bundle();
+        std::fs::write(&files.cert, &first.cert_pem).unwrap();
+        std::fs::write(&files.key, &first.key_pem).unwrap();
+        let mut reloader = CertReloader::load(files.clone()).unwrap();
+        let resolver = reloader.resolver();
+        let served = resolver.current().cert[0].clone();
+        assert!(matches!(reloader.reload(), ReloadOutcome::Unchanged));
+
+        let other = bundle();
+        std::fs::write(&files.cert, &other.cert_pem).unwrap();
+        assert!(matches!(reloader.reload(), ReloadOutcome::Refused(TlsError::KeyMismatch { .. })));
+        assert_eq!(resolver.current().cert[0], served);
+        // The same bad pair is not reported again.
+        assert!(matches!(reloader.reload(), ReloadOutcome::Unchanged));
+
+        std::fs::write(&files.key, &other.key_pem).unwrap();
+        assert!(matches!(reloader.reload(), ReloadOutcome::Reloaded));
+        assert_ne!(resolver.current().cert[0], served);
+    }
+
+    #[test]
+    fn the_ephemeral_ca_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.crt");
+        ephemeral(&ca).unwrap();
+        assert!(std::fs::read_to_string(&ca).unwrap().starts_with("-----BEGIN CERTIFICATE-----"));
+    }
+
+    #[test]
+    fn the_server_offers_h2_and_http1() {
+        let b = bundle();
+        let key = certified_key_from_pem(b.cert_pem.as_bytes(), b.key_pem.as_bytes(), "c", "k").unwrap();
+        let config = server_config(Arc::new(CertResolver::new(key)), None).unwrap();
+        assert_eq!(config.alpn_protocols, vec![b"h2".to_vec(), b"http/1.1".to_vec()]);
+    }
+}

@@ -1,0 +1,179 @@
+//! AdmissionReviews captured from a real kube-apiserver, sent over HTTPS to a running podmedic:
+//! given the review, podmedic answers with the same uid and a patch that, applied to the object,
+//! gives the fixed object.
+
+mod support;
+
+use support::*;
+
+/// The Job controller's Pod: cloud-sql-proxy becomes a native sidecar, `export` stays alone.
+#[tokio::test]
+async fn the_pod_of_a_job_gets_its_cloud_sql_proxy_as_a_native_sidecar() {
+    let server = TestServer::start().await;
+    let mut client = server.client().connect().await.unwrap();
+    let request = fixture("pod-create-by-job-controller.json");
+
+    let reply = client.review(request.clone()).await;
+
+    let response = admission_response(&request, &reply);
+    assert!(response.get("patch").is_some(), "expected a patch: {response}");
+    let pod = patched_object(&request, &response);
+    let spec = pod_spec(&pod);
+    assert_eq!(names(spec, "containers"), ["export"]);
+    assert_eq!(names(spec, "initContainers"), ["cloud-sql-proxy"]);
+    let proxy = container(spec, "initContainers", "cloud-sql-proxy");
+    assert_eq!(proxy["restartPolicy"], "Always");
+    assert_eq!(proxy["image"], "gcr.io/cloud-sql-connectors/cloud-sql-proxy:2.14.1");
+    // Everything else about the container survives the move.
+    assert_eq!(proxy["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(spec["restartPolicy"], "Never");
+}
+
+/// The CronJob as `kubectl apply` creates it: fixed in its job template.
+#[tokio::test]
+async fn a_new_cronjob_is_fixed_in_its_job_template() {
+    let server = TestServer::start().await;
+    let mut client = server.client().connect().await.unwrap();
+    let request = fixture("cronjob-create.json");
+
+    let response = admission_response(&request, &client.review(request.clone()).await);
+
+    let cronjob = patched_object(&request, &response);
+    let spec = pod_spec(&cronjob);
+    assert_eq!(names(spec, "containers"), ["report"]);
+    assert_eq!(names(spec, "initContainers"), ["cloud-sql-proxy"]);
+    assert_eq!(container(spec, "initContainers", "cloud-sql-proxy")["restartPolicy"], "Always");
+    assert_eq!(cronjob["spec"]["schedule"], "0 3 * * *");
+}
+
+/// A CronJob UPDATE (a schedule change) is fixed too, since its template may predate podmedic.
+#[tokio::test]
+async fn an_updated_cronjob_is_fixed_too() {
+    let server = TestServer::start().await;
+    let mut client = server.client().connect().await.unwrap();
+    let request = fixture("cronjob-update.json");
+
+    let response = admission_response(&request, &client.review(request.clone()).await);
+
+    let spec_owner = patched_object(&request, &response);
+    let spec = pod_spec(&spec_owner);
+    assert_eq!(names(spec, "containers"), ["report"]);
+    assert_eq!(names(spec, "initContainers"), ["cloud-sql-proxy"]);
+    assert_eq!(container(spec, "initContainers", "cloud-sql-proxy")["restartPolicy"], "Always");
+}
+
+/// A Job created directly: fixed in its Pod template.
+#[tokio::test]
+async fn a_new_job_is_fixed_in_its_pod_template() {
+    let server = TestServer::start().await;
+    let mut client = server.client().connect().await.unwrap();
+    let request = fixture("job-create.json");
+
+    let response = admission_response(&request, &client.review(request.clone()).await);
+
+    let job = patched_object(&request, &response);
+    let spec = pod_spec(&job);
+    assert_eq!(names(spec, "containers"), ["export"]);
+    assert_eq!(names(spec, "initContainers"), ["cloud-sql-proxy"]);
+}
+
+/// A Deployment's Pod runs forever: its containers are not sidecars of anything; no patch.
+#[tokio::test]
+async fn the_pod_of_a_deployment_is_left_alone() {
+    let server = TestServer::start().await;
+    let mut client = server.client().connect().await.unwrap();
+    let request = fixture("pod-create-by-replicaset-controller.json");
+
+    let response = admission_response(&request, &client.review(request.clone()).await);
+
+    assert!(response.get("patch").is_none(), "unexpected patch: {response}");
+    assert!(response.get("patchType").is_none());
+    let pod = patched_object(&request, &response);
+    assert_eq!(names(pod_spec(&pod), "containers"), ["web"]);
+}
+
+/// A DELETE carries `object: null`: allowed, nothing to patch.
+#[tokio::test]
+async fn a_delete_is_allowed_without_a_patch() {
+    let server = TestServer::start().await;
+    let mut client = server.client().connect().await.unwrap();
+    let request = fixture("pod-delete.json");
+
+    let response = admission_response(&request, &client.review(request.clone()).await);
+
+    assert!(response.get("patch").is_none(), "unexpected patch: {response}");
+}
+
+/// `kubectl create --dry-run=server`: answered unchanged.
+#[tokio::test]
+async fn a_dry_run_gets_no_patch() {
+    let server = TestServer::start().await;
+    let mut client = server.client().connect().await.unwrap();
+    let request = fixture("pod-create-dry-run.json");
+
+    let response = admission_response(&request, &client.review(request.clone()).await);
+
+    assert!(response.get("patch").is_none(), "unexpected patch: {response}");
+}
+
+/// The same Job Pod as a dry run: the patch a real request would get is only described in a
+/// warning.
+#[tokio::test]
+async fn a_dry_run_of_a_fixable_pod_is_described_not_patched() {
+    let server = TestServer::start().await;
+    let mut client = server.client().connect().await.unwrap();
+    let mut review: serde_json::Value = serde_json::from_slice(&fixture("pod-create-by-job-controller.json")).unwrap();
+    review["request"]["dryRun"] = true.into();
+    let request = serde_json::to_vec(&review).unwrap();
+
+    let response = admission_response(&request, &client.review(request.clone()).await);
+
+    assert!(response.get("patch").is_none(), "unexpected patch: {response}");
+    let warnings = response["warnings"].as_array().cloned().unwrap_or_default();
+    assert!(warnings.iter().any(|w| w.as_str().is_some_and(|w| w.contains("dry run"))), "{warnings:?}");
+}
+
+/// admission.k8s.io/v1 `AdmissionResponse.patch` is `[]byte`, which Kubernetes' JSON encodes as
+/// a base64 string (the issue asks for "a base64 JSONPatch").
+#[tokio::test]
+async fn the_patch_is_a_base64_string() {
+    let server = TestServer::start().await;
+    let mut client = server.client().connect().await.unwrap();
+    let request = fixture("pod-create-by-job-controller.json");
+
+    let response = admission_response(&request, &client.review(request.clone()).await);
+
+    let patch = response["patch"].to_string();
+    assert!(response["patch"].is_string(), "patch is not a base64 string: {}...", &patch[..patch.len().min(40)]);
+}
+
+/// After one admission, `/metrics` counts it, with its changes and its latency.
+#[tokio::test]
+async fn metrics_show_the_request() {
+    let server = TestServer::start().await;
+    let mut client = server.client().connect().await.unwrap();
+    let request = fixture("pod-create-by-job-controller.json");
+    admission_response(&request, &client.review(request.clone()).await);
+
+    let reply = server.get_plain("/metrics").await;
+
+    assert_eq!(reply.status, 200);
+    assert!(reply.headers["content-type"].to_str().unwrap().starts_with("application/openmetrics-text"));
+    let text = reply.text();
+    assert!(
+        text.contains(r#"podmedic_admission_requests_total{kind="Pod",operation="CREATE",result="patched"} 1"#),
+        "{text}"
+    );
+    assert!(text.contains(r#"podmedic_changes_total{type="sidecar_moved"} 1"#), "{text}");
+    assert!(text.contains("podmedic_admission_duration_seconds_count 1"), "{text}");
+    assert!(text.contains(r#"podmedic_admission_duration_seconds_bucket{le="0.0001"}"#), "{text}");
+}
+
+/// Health and readiness on the plain-HTTP port.
+#[tokio::test]
+async fn healthz_and_readyz_answer_once_serving() {
+    let server = TestServer::start().await;
+    assert_eq!(server.get_plain("/healthz").await.status, 200);
+    let ready = server.get_plain("/readyz").await;
+    assert_eq!(ready.status, 200, "{}", ready.text());
+}
