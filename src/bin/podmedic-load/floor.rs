@@ -87,16 +87,9 @@ async fn mutate(State(floor): State<Floor>, body: Bytes) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "application/json")], floor.response)
 }
 
-/// podmedic's own rustls configuration (TLS 1.3 and 1.2, ring, ALPN h2 and http/1.1).
+/// podmedic's own rustls configuration, from podmedic's own code.
 fn tls_config(cert: &Path, key: &Path) -> anyhow::Result<rustls::ServerConfig> {
-    use rustls_pki_types::pem::PemObject;
-    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-    let chain = CertificateDer::pem_file_iter(cert)?.collect::<Result<Vec<_>, _>>()?;
-    let key = PrivateKeyDer::from_pem_file(key)?;
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-        .with_no_client_auth()
-        .with_single_cert(chain, key)?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(config)
+    let (cert_pem, key_pem) = (std::fs::read(cert)?, std::fs::read(key)?);
+    let key = podmedic::tls::certified_key_from_pem(&cert_pem, &key_pem, "--tls-cert", "--tls-key")?;
+    Ok(podmedic::tls::server_config(Arc::new(podmedic::tls::CertResolver::new(key)), None)?)
 }
