@@ -20,10 +20,14 @@ pub struct EngineRow {
     pub name: &'static str,
     /// Body size.
     pub bytes: usize,
-    /// Median time of one `admit`.
+    /// Median time of one `admit` (wall clock).
     pub admit: Duration,
-    /// Median time of one `serde_json::from_slice::<Value>`.
+    /// Median time of one `serde_json::from_slice::<Value>` (wall clock).
     pub parse: Duration,
+    /// Median on-CPU time of one `admit`: time the thread was preempted does not count.
+    pub admit_cpu: Duration,
+    /// Median on-CPU time of one parse.
+    pub parse_cpu: Duration,
 }
 
 /// Measures every body: `rounds` rounds of (a batch of `admit`, a batch of parses), each batch
@@ -39,24 +43,40 @@ pub fn measure(rounds: usize) -> Vec<EngineRow> {
             black_box(serde_json::from_slice::<serde_json::Value>(black_box(&body)).ok());
         };
         // Warm up and size the batches.
-        let once = time(1, run_admit).max(time(1, run_parse));
+        let once = time(1, run_admit).0.max(time(1, run_parse).0);
         let batch = (Duration::from_millis(2).as_secs_f64() / once.as_secs_f64().max(1e-9)).clamp(1.0, 10_000.0) as u32;
-        let (mut admits, mut parses) = (Vec::new(), Vec::new());
+        let (mut admits, mut parses, mut admits_cpu, mut parses_cpu) = (vec![], vec![], vec![], vec![]);
         for _ in 0..rounds {
-            admits.push(time(batch, run_admit) / batch);
-            parses.push(time(batch, run_parse) / batch);
+            let (wall, cpu) = time(batch, run_admit);
+            admits.push(wall / batch);
+            admits_cpu.push(cpu / batch);
+            let (wall, cpu) = time(batch, run_parse);
+            parses.push(wall / batch);
+            parses_cpu.push(cpu / batch);
         }
-        rows.push(EngineRow { name, bytes: body.len(), admit: median(&mut admits), parse: median(&mut parses) });
+        rows.push(EngineRow {
+            name,
+            bytes: body.len(),
+            admit: median(&mut admits),
+            parse: median(&mut parses),
+            admit_cpu: median(&mut admits_cpu),
+            parse_cpu: median(&mut parses_cpu),
+        });
     }
     rows
 }
 
-fn time(n: u32, f: impl Fn()) -> Duration {
-    let start = Instant::now();
+/// Wall-clock and on-CPU time of `n` calls of `f`.
+fn time(n: u32, f: impl Fn()) -> (Duration, Duration) {
+    let cpu = || {
+        let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+        Duration::new(t.tv_sec.unsigned_abs(), u32::try_from(t.tv_nsec).unwrap_or(0))
+    };
+    let (start, start_cpu) = (Instant::now(), cpu());
     for _ in 0..n {
         f();
     }
-    start.elapsed()
+    (start.elapsed(), cpu().saturating_sub(start_cpu))
 }
 
 fn median(v: &mut [Duration]) -> Duration {

@@ -123,10 +123,17 @@ fn main() -> ExitCode {
     if let Some(name) = &args.admit_loop {
         return engine::admit_loop(name, args.iterations, args.parse_floor);
     }
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cores = cpuinfo.lines().filter(|l| l.starts_with("processor")).count();
+    if !args.no_pin && cores <= procs::LOAD_CORE {
+        eprintln!("podmedic-load: fewer than two cores; use --no-pin (the figures then mean less)");
+        return ExitCode::FAILURE;
+    }
     if !args.no_pin
-        && let Some(code) = procs::pin_self_to_load_core()
+        && let Err(e) = procs::pin_self_to_load_core()
     {
-        return code;
+        eprintln!("podmedic-load: {e:#}");
+        return ExitCode::FAILURE;
     }
     match run::run(&args) {
         Ok(()) => ExitCode::SUCCESS,

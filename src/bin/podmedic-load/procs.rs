@@ -1,8 +1,11 @@
-//! Processes: pinning with `taskset`, the servers under test, and what /proc says about them.
+//! Processes: pinning, the servers under test, and what /proc says about them.
+//!
+//! The servers are started under `taskset -c 0` (pinning a child between fork and exec would take
+//! unsafe code, which the crate forbids); the harness pins itself with `sched_setaffinity`.
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
@@ -12,35 +15,12 @@ pub const SERVER_CORE: usize = 0;
 /// The core the load generator runs on.
 pub const LOAD_CORE: usize = 1;
 
-const PINNED_ENV: &str = "PODMEDIC_LOAD_PINNED";
-
-/// Re-runs this process under `taskset -c 1` (once), so the load generator and all its threads stay
-/// off the servers' core. `taskset` (util-linux) rather than a `sched_setaffinity` crate: the crate
-/// forbids unsafe code, and the servers are pinned the same way. Returns the child's exit code, or
-/// `None` when this process is already the pinned one (or pinning is impossible).
-pub fn pin_self_to_load_core() -> Option<ExitCode> {
-    if std::env::var_os(PINNED_ENV).is_some() {
-        return None;
-    }
-    if std::thread::available_parallelism().map_or(1, |n| n.get()) <= LOAD_CORE {
-        eprintln!("podmedic-load: fewer than two cores; running unpinned, ratios mean less");
-        return None;
-    }
-    let exe = std::env::current_exe().ok()?;
-    let status = Command::new("taskset")
-        .arg("-c")
-        .arg(LOAD_CORE.to_string())
-        .arg(exe)
-        .args(std::env::args_os().skip(1))
-        .env(PINNED_ENV, "1")
-        .status();
-    match status {
-        Ok(s) => Some(ExitCode::from(u8::try_from(s.code().unwrap_or(1)).unwrap_or(1))),
-        Err(e) => {
-            eprintln!("podmedic-load: cannot run taskset ({e}); running unpinned");
-            None
-        }
-    }
+/// Pins this process to [`LOAD_CORE`], before any thread is started (threads inherit it), so the
+/// load generator stays off the servers' core.
+pub fn pin_self_to_load_core() -> anyhow::Result<()> {
+    let mut set = rustix::thread::CpuSet::new();
+    set.set(LOAD_CORE);
+    rustix::thread::sched_setaffinity(None, &set).context("cannot pin the load generator to core 1")
 }
 
 /// A free port on 127.0.0.1 (the listener is closed again; the server binds it a moment later).

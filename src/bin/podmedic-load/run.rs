@@ -236,7 +236,16 @@ fn print_machine() {
 }
 
 fn print_engine(rows: &[engine::EngineRow]) {
-    let mut t = Table::new(&["body", "bytes", "admit (median)", "parse floor (median)", "admit / parse floor"]);
+    let mut t = Table::new(&[
+        "body",
+        "bytes",
+        "admit, median",
+        "parse floor, median",
+        "admit / parse floor",
+        "admit, on-CPU",
+        "parse floor, on-CPU",
+        "on-CPU ratio",
+    ]);
     for r in rows {
         t.row(vec![
             r.name.into(),
@@ -244,10 +253,14 @@ fn print_engine(rows: &[engine::EngineRow]) {
             duration(r.admit),
             duration(r.parse),
             ratio(Some(r.admit.as_secs_f64()), Some(r.parse.as_secs_f64())),
+            duration(r.admit_cpu),
+            duration(r.parse_cpu),
+            ratio(Some(r.admit_cpu.as_secs_f64()), Some(r.parse_cpu.as_secs_f64())),
         ]);
     }
     t.print(
-        "Engine: decode + mutate + patch + encode (`admit`) against `serde_json::from_slice::<Value>`, interleaved",
+        "Engine: decode + mutate + patch + encode (`admit`) against `serde_json::from_slice::<Value>`; medians of \
+         interleaved batches, wall clock and on-CPU (thread CPU time: preemption by other processes excluded)",
     );
 }
 
@@ -536,6 +549,16 @@ async fn max_throughput(
     Ok(())
 }
 
+/// The target is on the median; when only preemption by other processes makes the median miss,
+/// the on-CPU time says so.
+fn engine_verdict(median: Duration, on_cpu: Duration, limit: Duration) -> &'static str {
+    match (median <= limit, on_cpu <= limit) {
+        (true, _) => "met",
+        (false, true) => "MISSED on the median (load), met on-CPU",
+        (false, false) => "MISSED",
+    }
+}
+
 fn print_summary(args: &Args, r: &Results) {
     let mut t = Table::new(&["target", "measured", "ratio", "verdict"]);
     let engine = |name: &str| r.engine.iter().find(|e| e.name == name);
@@ -543,9 +566,9 @@ fn print_summary(args: &Args, r: &Results) {
         if let Some(e) = engine(name) {
             t.row(vec![
                 label.into(),
-                duration(e.admit),
+                format!("{} (on-CPU {})", duration(e.admit), duration(e.admit_cpu)),
                 format!("{} of parse floor", ratio(Some(e.admit.as_secs_f64()), Some(e.parse.as_secs_f64()))),
-                verdict(e.admit <= limit).into(),
+                engine_verdict(e.admit, e.admit_cpu, limit).into(),
             ]);
         }
     };
@@ -554,9 +577,9 @@ fn print_summary(args: &Args, r: &Results) {
     if let Some(pass) = engine("pass-through") {
         t.row(vec![
             "engine, pass-through: well under the small Job Pod".into(),
-            duration(pass.admit),
+            format!("{} (on-CPU {})", duration(pass.admit), duration(pass.admit_cpu)),
             format!("{} of parse floor", ratio(Some(pass.admit.as_secs_f64()), Some(pass.parse.as_secs_f64()))),
-            verdict(pass.admit < Duration::from_micros(100)).into(),
+            engine_verdict(pass.admit, pass.admit_cpu, Duration::from_micros(100)).into(),
         ]);
     }
     if let (Some(p), Some(f)) = (r.max.get(&Target::Podmedic), r.max.get(&Target::Parse)) {
