@@ -13,13 +13,13 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{Mutex, mpsc};
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
@@ -71,7 +71,14 @@ impl Client {
 
     /// Connects and completes the TLS handshake.
     pub async fn connect(&self) -> anyhow::Result<Connection> {
-        let tcp = TcpStream::connect(self.addr).await?;
+        // Each closed connection holds its 4-tuple in TIME_WAIT for a minute; one handshake per
+        // request at thousands per second would run out of ports on one source address, so the
+        // source rotates over 127.0.0.2-127.0.0.251.
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed) % 250;
+        let socket = TcpSocket::new_v4()?;
+        socket.bind(SocketAddr::from(([127, 0, 0, 2 + u8::try_from(n).unwrap_or(0)], 0)))?;
+        let tcp = socket.connect(self.addr).await?;
         tcp.set_nodelay(true)?;
         let name = ServerName::IpAddress(self.addr.ip().into());
         let tls = self.connector.connect(name, tcp).await?;
@@ -153,6 +160,8 @@ pub struct Outcome {
     pub wall: Duration,
     /// CPU time the load generator used (to see when the client, not the server, is the limit).
     pub client_cpu: Duration,
+    /// The first error, for the log.
+    pub first_error: Option<String>,
 }
 
 impl Outcome {
@@ -211,7 +220,7 @@ pub async fn open_loop(client: &Client, mode: Mode, rate: f64, duration: Duratio
 
     let (tx, rx) = mpsc::unbounded_channel::<Instant>();
     let queue = Arc::new(Mutex::new(rx));
-    let errors = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(std::sync::Mutex::new(None::<String>));
     let cpu_before = crate::procs::own_cpu_time();
     let start = Instant::now() + Duration::from_millis(5);
     let period = Duration::from_secs_f64(1.0 / rate);
@@ -250,8 +259,10 @@ pub async fn open_loop(client: &Client, mode: Mode, rate: f64, duration: Duratio
                 };
                 match result {
                     Ok(()) => latencies.push(due.elapsed()),
-                    Err(_) => {
-                        errors.fetch_add(1, Ordering::Relaxed);
+                    Err(e) => {
+                        if let Ok(mut first) = errors.lock() {
+                            first.get_or_insert_with(|| format!("{e:#}"));
+                        }
                         // A broken keep-alive connection is replaced on the next request.
                         connection = None;
                     }
@@ -284,6 +295,7 @@ pub async fn open_loop(client: &Client, mode: Mode, rate: f64, duration: Duratio
         wall: last.saturating_duration_since(start).max(duration),
         client_cpu: crate::procs::own_cpu_time().saturating_sub(cpu_before),
         latencies,
+        first_error: errors.lock().ok().and_then(|mut e| e.take()),
     }
 }
 
@@ -302,13 +314,17 @@ pub async fn closed_loop(client: &Client, connections: usize, duration: Duration
     for mut c in opened {
         let client = client.clone();
         tasks.spawn(async move {
-            let (mut latencies, mut errors) = (Vec::new(), 0u64);
+            let (mut latencies, mut errors, mut first_error) = (Vec::new(), 0u64, None::<String>);
             while Instant::now() < end {
                 let sent = Instant::now();
                 match tokio::time::timeout_at((end + Duration::from_secs(5)).into(), c.request(&client)).await {
                     Ok(Ok(())) => latencies.push(sent.elapsed()),
-                    _ => {
+                    result => {
                         errors += 1;
+                        first_error.get_or_insert_with(|| match result {
+                            Ok(Err(e)) => format!("{e:#}"),
+                            _ => "timed out".to_owned(),
+                        });
                         match client.connect().await {
                             Ok(fresh) => c = fresh,
                             Err(_) => break,
@@ -316,14 +332,15 @@ pub async fn closed_loop(client: &Client, connections: usize, duration: Duration
                     }
                 }
             }
-            (latencies, errors)
+            (latencies, errors, first_error)
         });
     }
     let mut out = Outcome::default();
     while let Some(joined) = tasks.join_next().await {
-        if let Ok((mut l, e)) = joined {
+        if let Ok((mut l, e, first)) = joined {
             out.latencies.append(&mut l);
             out.errors += e;
+            out.first_error = out.first_error.or(first);
         }
     }
     out.wall = start.elapsed();

@@ -56,6 +56,12 @@ pub struct Args {
     /// Connections for the closed-loop maximum-throughput runs.
     #[arg(long, default_value_t = 64)]
     pub max_connections: usize,
+    /// Rates (requests/s) of the keep-alive sweep, instead of the built-in ones.
+    #[arg(long, value_delimiter = ',')]
+    pub rates: Vec<f64>,
+    /// Rates of the one-handshake-per-request sweep, instead of the built-in ones.
+    #[arg(long, value_delimiter = ',')]
+    pub handshake_rates: Vec<f64>,
     /// Seconds per rate step (default 5, 1 with --quick).
     #[arg(long)]
     pub step_secs: Option<f64>,
@@ -68,6 +74,11 @@ pub struct Args {
     /// Do not pin (for machines with one core; the figures then mean less).
     #[arg(long)]
     pub no_pin: bool,
+    /// Niceness of the servers and of the load generator. The default gives them most of their
+    /// cores when other work (compiling, say) shares the machine; every server gets the same. Needs
+    /// root or CAP_SYS_NICE for negative values, and falls back to 0 without.
+    #[arg(long, default_value_t = -10, allow_negative_numbers = true)]
+    pub nice: i32,
 
     /// Internal: serve a floor (transport or parse) instead of running the harness.
     #[arg(long, value_enum, hide = true)]
@@ -134,6 +145,9 @@ fn main() -> ExitCode {
     {
         eprintln!("podmedic-load: {e:#}");
         return ExitCode::FAILURE;
+    }
+    if let Err(e) = rustix::process::setpriority_process(None, args.nice) {
+        eprintln!("podmedic-load: cannot set niceness {} ({e}); the figures will be noisier", args.nice);
     }
     match run::run(&args) {
         Ok(()) => ExitCode::SUCCESS,

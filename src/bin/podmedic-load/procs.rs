@@ -68,6 +68,8 @@ pub struct Setup {
     pub response: PathBuf,
     /// Pin servers to [`SERVER_CORE`].
     pub pin: bool,
+    /// Niceness of the servers.
+    pub nice: i32,
 }
 
 /// A running server, killed when dropped.
@@ -83,13 +85,12 @@ impl Server {
     /// Spawns `target` (pinned to core 0) and returns at once; see [`crate::client::wait_answering`].
     pub fn spawn(target: Target, setup: &Setup) -> anyhow::Result<Server> {
         let addr = free_port()?;
-        let mut command = if setup.pin {
-            let mut c = Command::new("taskset");
-            c.arg("-c").arg(SERVER_CORE.to_string());
-            c
-        } else {
-            Command::new("env")
-        };
+        // nice and taskset exec what follows, so the child's pid is the server's.
+        let mut command = Command::new("nice");
+        command.args(["-n", &setup.nice.to_string()]);
+        if setup.pin {
+            command.args(["taskset", "-c", &SERVER_CORE.to_string()]);
+        }
         match target {
             Target::Podmedic => {
                 let metrics = free_port()?;
@@ -110,7 +111,7 @@ impl Server {
         Ok(Server { target, addr, child })
     }
 
-    /// The process id (taskset execs the server, so it is the server's).
+    /// The process id (nice and taskset exec the server, so it is the server's).
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

@@ -30,6 +30,17 @@ struct Plan {
 
 impl Plan {
     fn new(args: &Args) -> Plan {
+        let mut plan = Plan::built_in(args);
+        if !args.rates.is_empty() {
+            plan.keepalive_rates.clone_from(&args.rates);
+        }
+        if !args.handshake_rates.is_empty() {
+            plan.handshake_rates.clone_from(&args.handshake_rates);
+        }
+        plan
+    }
+
+    fn built_in(args: &Args) -> Plan {
         let quick = args.quick;
         let step = Duration::from_secs_f64(args.step_secs.unwrap_or(if quick { 1.0 } else { 5.0 }));
         Plan {
@@ -103,7 +114,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     } else {
         args.only.clone()
     };
-    print_machine();
+    print_machine(args);
     let mut results = Results::default();
 
     if phases.contains(&Phase::Engine) {
@@ -215,11 +226,11 @@ fn prepare(args: &Args, dir: &Path) -> anyhow::Result<(Setup, String, Vec<u8>)> 
         answer.body.len()
     );
     let harness = std::env::current_exe()?;
-    let setup = Setup { podmedic, harness, cert, key, response, pin: !args.no_pin };
+    let setup = Setup { podmedic, harness, cert, key, response, pin: !args.no_pin, nice: args.nice };
     Ok((setup, bundle.ca_cert_pem, body))
 }
 
-fn print_machine() {
+fn print_machine(args: &Args) {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model =
         cpuinfo.lines().find_map(|l| l.strip_prefix("model name")).map(|m| m.trim_start_matches([' ', '\t', ':']));
@@ -233,6 +244,7 @@ fn print_machine() {
         loadavg.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
     );
     println!("- servers pinned to core {}, load generator to core {}", procs::SERVER_CORE, procs::LOAD_CORE);
+    println!("- niceness of servers and load generator: {}", args.nice);
 }
 
 fn print_engine(rows: &[engine::EngineRow]) {
@@ -319,8 +331,13 @@ async fn memory(plan: &Plan, setup: &Setup, ca: &str, body: &[u8], results: &mut
             target,
             MemoryRow { idle_kib: idle, peak_kib: peak, after_kib: after, rate: outcome.achieved_rate() },
         );
-        if outcome.errors > 0 {
-            eprintln!("  {}: {} errors with {} connections", target.name(), outcome.errors, plan.memory_connections);
+        if let Some(e) = &outcome.first_error {
+            eprintln!(
+                "  {}: {} errors with {} connections, the first: {e}",
+                target.name(),
+                outcome.errors,
+                plan.memory_connections
+            );
         }
     }
     let mut t = Table::new(&[
@@ -354,6 +371,9 @@ async fn step(server: &mut Server, client: &Client, mode: Mode, rate: f64, lengt
     let server_cpu = server.cpu_time().saturating_sub(cpu_before);
     let peak_kib = sampler.finish();
     server.check_alive()?;
+    if let Some(e) = &outcome.first_error {
+        eprintln!("    {} errors, the first: {e}", outcome.errors);
+    }
     // Let the server's queues drain before the next server's turn.
     tokio::time::sleep(Duration::from_millis(200)).await;
     Ok(Step { rate, target: server.target, outcome, server_cpu, peak_kib })
