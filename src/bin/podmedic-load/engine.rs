@@ -36,6 +36,7 @@ pub fn measure(rounds: usize) -> Vec<EngineRow> {
     let env = Environment::standalone(Arc::new(Policy::builtin()));
     let mut rows = Vec::new();
     for (name, body, _) in bodies::all() {
+        let started = Instant::now();
         let run_admit = || {
             black_box(admit(black_box(&body), &env).ok());
         };
@@ -62,6 +63,7 @@ pub fn measure(rounds: usize) -> Vec<EngineRow> {
             admit_cpu: median(&mut admits_cpu),
             parse_cpu: median(&mut parses_cpu),
         });
+        eprintln!("  {name}: {:.1?}", started.elapsed());
     }
     rows
 }

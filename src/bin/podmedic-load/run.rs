@@ -42,10 +42,10 @@ impl Plan {
 
     fn built_in(args: &Args) -> Plan {
         let quick = args.quick;
-        let step = Duration::from_secs_f64(args.step_secs.unwrap_or(if quick { 1.0 } else { 5.0 }));
+        let step = Duration::from_secs_f64(args.step_secs.unwrap_or(if quick { 0.5 } else { 5.0 }));
         Plan {
-            engine_rounds: if quick { 5 } else { 60 },
-            startups: args.startups.unwrap_or(if quick { 3 } else { 20 }),
+            engine_rounds: if quick { 3 } else { 60 },
+            startups: args.startups.unwrap_or(if quick { 2 } else { 20 }),
             step,
             keepalive_rates: if quick {
                 vec![1000.0, 5000.0]
@@ -63,8 +63,8 @@ impl Plan {
             handshake_workers: 64,
             max_rounds: if quick { 1 } else { 3 },
             memory_connections: 256,
-            memory_load: if quick { Duration::from_secs(1) } else { Duration::from_secs(5) },
-            memory_settle: Duration::from_secs(2),
+            memory_load: if quick { Duration::from_millis(500) } else { Duration::from_secs(5) },
+            memory_settle: if quick { Duration::from_millis(500) } else { Duration::from_secs(2) },
         }
     }
 }
@@ -116,6 +116,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     };
     print_machine(args);
     let mut results = Results::default();
+    let started = Instant::now();
 
     if phases.contains(&Phase::Engine) {
         eprintln!("engine: admit against the parse floor, {} interleaved rounds per body...", plan.engine_rounds);
@@ -180,6 +181,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         })?;
     }
     print_summary(args, &results);
+    eprintln!("done in {:.0?}", started.elapsed());
     Ok(())
 }
 
@@ -673,8 +675,9 @@ fn print_summary(args: &Args, r: &Results) {
         ]);
     }
     let loadavg = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let build = if cfg!(debug_assertions) { " (DEBUG BUILD: a smoke run, not figures)" } else { "" };
     t.print(&format!(
-        "Targets (issue 7); load average at the end: {}",
+        "Targets (issue 7){build}; load average at the end: {}",
         loadavg.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
     ));
 }
