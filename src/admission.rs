@@ -293,12 +293,14 @@ fn answer<O: ReceivedObject>(envelope: ReviewEnvelope<'_, O>, env: &Environment)
         skip_reason: None,
     };
 
-    if let Some(object) = request.object.as_ref().filter(|_| acts_on(&kube_request)) {
+    // Taken by value: the decoded object (with a large Pod, most of this request's memory) is
+    // dropped once the engine has run, before the response is encoded.
+    if let Some(object) = request.object.filter(|_| acts_on(&kube_request)) {
         let namespace = kube_request.namespace.as_deref().and_then(|ns| env.namespaces.settings(ns));
         if !namespace.as_deref().is_some_and(|n| n.opted_out) {
             let capability = env.capability.native_sidecars();
             let ctx = Context { policy: &env.policy, native_sidecars: &capability, namespace: namespace.as_deref() };
-            response = respond(response, object, &ctx, kube_request.dry_run, &mut admission)?;
+            response = respond(response, &object, &ctx, kube_request.dry_run, &mut admission)?;
         }
     }
 

@@ -27,8 +27,9 @@ pub enum OutputFormat {
 /// Arguments of `podmedic fix`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct FixArgs {
-    /// Files to read (YAML or JSON, several documents each, `kind: List` too); `-` or nothing
-    /// reads standard input.
+    /// Files or directories to read (YAML or JSON, several documents each, `kind: List` too;
+    /// directories are searched recursively for .yaml, .yml and .json files, in name order);
+    /// `-` or nothing reads standard input.
     pub files: Vec<PathBuf>,
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value = "yaml", env = "PODMEDIC_FIX_OUTPUT")]
@@ -132,8 +133,8 @@ pub fn run(args: &FixArgs) -> anyhow::Result<ExitCode> {
 
     let inputs: Vec<PathBuf> = if args.files.is_empty() { vec![PathBuf::from("-")] } else { args.files.clone() };
     let mut documents = Vec::new();
-    for input in &inputs {
-        let (name, text) = read_input(input)?;
+    for input in expand_directories(&inputs)? {
+        let (name, text) = read_input(&input)?;
         documents.extend(fix_text(&name, &text, &ctx)?);
     }
 
@@ -165,6 +166,35 @@ pub fn run(args: &FixArgs) -> anyhow::Result<ExitCode> {
         return Ok(if changed > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS });
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Replaces each directory by the manifest files below it, sorted by path.
+fn expand_directories(inputs: &[PathBuf]) -> Result<Vec<PathBuf>, FixError> {
+    let mut out = Vec::new();
+    for input in inputs {
+        if input.is_dir() {
+            let mut found = Vec::new();
+            collect_manifests(input, &mut found)?;
+            found.sort();
+            out.extend(found);
+        } else {
+            out.push(input.clone());
+        }
+    }
+    Ok(out)
+}
+
+fn collect_manifests(dir: &Path, found: &mut Vec<PathBuf>) -> Result<(), FixError> {
+    let read_error = |source| FixError::Read { input: dir.display().to_string(), source };
+    for entry in std::fs::read_dir(dir).map_err(read_error)? {
+        let path = entry.map_err(read_error)?.path();
+        if path.is_dir() {
+            collect_manifests(&path, found)?;
+        } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml" || e == "json") {
+            found.push(path);
+        }
+    }
+    Ok(())
 }
 
 fn read_input(input: &Path) -> Result<(String, String), FixError> {

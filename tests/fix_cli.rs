@@ -87,3 +87,19 @@ fn diff_json_output_older_clusters_and_errors() {
         String::from_utf8_lossy(&bad.stderr)
     );
 }
+
+#[test]
+fn directories_are_read_recursively_in_name_order() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("jobs")).unwrap();
+    std::fs::copy(fixture("seed-cronjob.yaml"), dir.path().join("jobs/b-seed.yaml")).unwrap();
+    std::fs::copy(fixture("deployment.yaml"), dir.path().join("a-deployment.yml")).unwrap();
+    std::fs::write(dir.path().join("notes.txt"), "not a manifest").unwrap();
+    let out = podmedic(&["fix", "-o", "json", dir.path().to_str().unwrap()], None);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let kinds: Vec<&str> = list["items"].as_array().unwrap().iter().map(|i| i["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["Deployment", "CronJob"]);
+    let check = podmedic(&["fix", "--check", dir.path().to_str().unwrap()], None);
+    assert_eq!(check.status.code(), Some(1));
+}

@@ -64,9 +64,7 @@ pub(super) fn add_startup_probes(
         };
         match plan {
             Ok(plan) => {
-                for setting in &plan.settings {
-                    setting.apply(c, &at, patch);
-                }
+                apply_settings(c, &at, &plan.settings, patch);
                 if !plan.settings.is_empty() {
                     let shown: Vec<String> = plan.settings.iter().map(Setting::describe).collect();
                     changes.push(Change {
@@ -146,23 +144,34 @@ impl Setting {
             Setting::Env(n, v) => format!("{n}={v}"),
         }
     }
+}
 
-    fn apply(&self, c: &Container<'_>, at: &super::patch::Location, patch: &mut PatchBuilder) {
-        match self {
-            Setting::Arg(arg) => match &c.args {
-                None => patch.add(&at.child("args"), json!([arg])),
-                Some(args) => match args.iter().position(|a| a.as_str() == "--") {
-                    Some(i) => patch.add(&at.child("args").index(i), json!(arg)),
-                    None => patch.append(&at.child("args"), json!(arg)),
-                },
-            },
-            Setting::Env(name, value) => {
-                let var = json!({ "name": name, "value": value });
-                match &c.env {
-                    None => patch.add(&at.child("env"), json!([var])),
-                    Some(_) => patch.append(&at.child("env"), var),
+/// Adds the flags to `args` and the variables to `env`, creating each list once when it is missing;
+/// flags go before a `--` terminator when there is one.
+fn apply_settings(c: &Container<'_>, at: &super::patch::Location, settings: &[Setting], patch: &mut PatchBuilder) {
+    let args: Vec<Value> =
+        settings.iter().filter_map(|s| if let Setting::Arg(a) = s { Some(json!(a)) } else { None }).collect();
+    let env: Vec<Value> = settings
+        .iter()
+        .filter_map(|s| if let Setting::Env(n, v) = s { Some(json!({ "name": n, "value": v })) } else { None })
+        .collect();
+    if !args.is_empty() {
+        let list = at.child("args");
+        match c.args.as_deref().map(|a| a.iter().position(|x| x.as_str() == "--")) {
+            None => patch.add(&list, Value::Array(args)),
+            Some(Some(terminator)) => {
+                for (k, arg) in args.into_iter().enumerate() {
+                    patch.add(&list.index(terminator + k), arg);
                 }
             }
+            Some(None) => args.into_iter().for_each(|arg| patch.append(&list, arg)),
+        }
+    }
+    if !env.is_empty() {
+        let list = at.child("env");
+        match &c.env {
+            None => patch.add(&list, Value::Array(env)),
+            Some(_) => env.into_iter().for_each(|var| patch.append(&list, var)),
         }
     }
 }
@@ -212,14 +221,6 @@ fn is_false(v: &str) -> bool {
     matches!(v.trim().to_ascii_lowercase().as_str(), "false" | "0" | "f" | "no")
 }
 
-/// Whether the command is a shell script (`sh -c ...`), whose flags podmedic cannot edit safely.
-fn runs_through_shell(c: &Container<'_>) -> bool {
-    let mut argv = c.argv();
-    let first = argv.next().unwrap_or_default();
-    let base = first.rsplit('/').next().unwrap_or(first);
-    matches!(base, "sh" | "bash" | "ash" | "dash" | "zsh") && c.argv().any(|a| a == "-c")
-}
-
 /// A port for a new health endpoint: `preferred` unless another container uses it.
 fn free_port(preferred: u16, used: &BTreeSet<i64>) -> u16 {
     (preferred..=u16::MAX).find(|p| !used.contains(&i64::from(*p))).unwrap_or(preferred)
@@ -228,7 +229,7 @@ fn free_port(preferred: u16, used: &BTreeSet<i64>) -> u16 {
 /// Cloud SQL Auth Proxy v2 and AlloyDB Auth Proxy: `--health-check`, `--http-address`,
 /// `--http-port` (9090), `/startup`. `env_prefix` is the environment form (`CSQL_PROXY_`).
 fn health_check_v2(c: &Container<'_>, env_prefix: &str, used: &BTreeSet<i64>) -> Result<ProbePlan, String> {
-    if runs_through_shell(c) {
+    if c.shell_script().is_some() {
         return Err("runs through a shell; add --health-check yourself".into());
     }
     let env_form = c.env().iter().any(|e| e.name.starts_with(env_prefix));
@@ -281,7 +282,7 @@ fn health_check_v2(c: &Container<'_>, env_prefix: &str, used: &BTreeSet<i64>) ->
 
 /// Cloud SQL Auth Proxy v1: `-use_http_health_check`, `-health_check_port` (8090), `/startup`.
 fn health_check_v1(c: &Container<'_>, used: &BTreeSet<i64>) -> Result<ProbePlan, String> {
-    if runs_through_shell(c) {
+    if c.shell_script().is_some() {
         return Err("runs through a shell; add -use_http_health_check yourself".into());
     }
     let mut settings = Vec::new();

@@ -85,6 +85,12 @@ pub(super) fn select<'v>(
                 c.name
             ));
             false
+        } else if target.init_containers().iter().any(|init| init.name == c.name) {
+            warnings.push(format!(
+                "container {}: an init container has the same name; podmedic leaves it in place",
+                c.name
+            ));
+            false
         } else {
             true
         }

@@ -263,6 +263,16 @@ fn containers_that_set_a_restart_policy_stay_put() {
 }
 
 #[test]
+fn a_name_already_used_by_an_init_container_is_never_duplicated() {
+    let manifest = pod(
+        "  initContainers:\n  - {name: proxy, image: 'gcr.io/cloud-sql-connectors/cloud-sql-proxy:2.8.0', restartPolicy: Always}\n  containers:\n  - {name: main, image: 'app:1'}\n  - {name: proxy, image: 'gcr.io/cloud-sql-connectors/cloud-sql-proxy:2.8.0'}\n",
+    );
+    let r = run(&manifest);
+    assert!(r.mutation.patch.0.is_empty());
+    assert!(r.mutation.warnings.iter().any(|w| w.contains("same name")), "{:?}", r.mutation.warnings);
+}
+
+#[test]
 fn older_clusters_get_a_warning_and_no_move() {
     let r = run_with(SEED_CRONJOB, &Policy::builtin(), NativeSidecars::for_version(1, 28), None);
     assert!(r.mutation.patch.0.is_empty());
@@ -379,6 +389,24 @@ fn existing_startup_probes_are_never_replaced() {
     let r = run(&manifest);
     assert_eq!(moved_proxy(&r)["startupProbe"], json!({"tcpSocket": {"port": 5432}, "periodSeconds": 7}));
     assert!(moved_proxy(&r).get("args").is_none());
+}
+
+#[test]
+fn all_health_flags_land_when_the_sidecar_has_no_args_or_env() {
+    let manifest = pod(
+        "  containers:\n  - {name: main, image: 'app:1', ports: [{containerPort: 9090}]}\n  - name: proxy\n    image: gcr.io/cloud-sql-connectors/cloud-sql-proxy:2.8.0\n    command: [/cloud-sql-proxy, 'p:r:i']\n",
+    );
+    let r = run(&manifest);
+    assert_eq!(moved_proxy(&r)["args"], json!(["--health-check", "--http-address=0.0.0.0", "--http-port=9091"]));
+    assert_eq!(moved_proxy(&r)["startupProbe"]["httpGet"]["port"], 9091);
+    let terminated = pod(
+        "  containers:\n  - {name: main, image: 'app:1'}\n  - {name: proxy, image: 'gcr.io/cloud-sql-connectors/cloud-sql-proxy:2.8.0', args: ['--port=5432', '--', 'p:r:i']}\n",
+    );
+    let r = run(&terminated);
+    assert_eq!(
+        moved_proxy(&r)["args"],
+        json!(["--port=5432", "--health-check", "--http-address=0.0.0.0", "--", "p:r:i"])
+    );
 }
 
 #[test]

@@ -25,10 +25,10 @@ pub struct Object<'a> {
     #[serde(default, borrow)]
     pub kind: Option<Text<'a>>,
     /// Object metadata.
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "object")]
     pub metadata: Option<Metadata<'a>>,
     /// The spec; a union of the fields of PodSpec, JobSpec, CronJobSpec and workload specs.
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "object")]
     pub spec: Option<Spec<'a>>,
 }
 
@@ -50,7 +50,24 @@ impl<'a> Object<'a> {
 
 fn malformed<E: fmt::Display>(e: serde_path_to_error::Error<E>) -> MutateError {
     let path = e.path().to_string();
-    MutateError::Malformed(format!("at `{path}`: {}", e.into_inner()))
+    MutateError::Malformed(format!("at `{path}`: {}", without_value(&e.into_inner().to_string())))
+}
+
+/// A serde message without the value it quotes.
+///
+/// serde names the value it rejected (`invalid type: string "DB_PASSWORD=hunter2", expected a
+/// sequence`), and the message goes to the logs and to the user's warnings; object values can be
+/// secrets (an `env` written as a string, `args` as one string). The kind of value found and what
+/// was expected are enough to fix the manifest.
+fn without_value(message: &str) -> String {
+    for prefix in ["invalid type: ", "invalid value: "] {
+        if let Some(rest) = message.strip_prefix(prefix) {
+            let found = rest.split([' ', ',']).next().unwrap_or_default();
+            let expected = rest.rsplit_once(", expected ").map_or("something else", |(_, e)| e);
+            return format!("{prefix}{found}, expected {expected}");
+        }
+    }
+    message.to_owned()
 }
 
 /// Object or template metadata.
@@ -101,25 +118,25 @@ pub struct Spec<'a> {
     #[serde(default, borrow)]
     pub restart_policy: Option<Text<'a>>,
     /// PodSpec: regular containers.
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "objects")]
     pub containers: Option<Vec<Container<'a>>>,
     /// PodSpec: init containers, including native sidecars.
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "objects")]
     pub init_containers: Option<Vec<Container<'a>>>,
     /// PodSpec: ephemeral containers (names only matter).
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "objects")]
     pub ephemeral_containers: Option<Vec<Container<'a>>>,
     /// JobSpec and workload specs: the pod template.
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "object")]
     pub template: Option<Box<Template<'a>>>,
     /// CronJobSpec: the job template.
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "object")]
     pub job_template: Option<Box<Template<'a>>>,
     /// PodSpec: pod-level resources (Kubernetes 1.32+).
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "object")]
     pub resources: Option<Resources<'a>>,
     /// JobSpec: the pod failure policy.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "object")]
     pub pod_failure_policy: Option<PodFailurePolicy>,
 }
 
@@ -128,10 +145,10 @@ pub struct Spec<'a> {
 #[serde(rename_all = "camelCase")]
 pub struct Template<'a> {
     /// Template metadata.
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "object")]
     pub metadata: Option<Metadata<'a>>,
     /// Template spec.
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "object")]
     pub spec: Option<Spec<'a>>,
 }
 
@@ -152,7 +169,7 @@ pub struct PodFailurePolicyRule {
     #[serde(default)]
     pub action: Option<String>,
     /// The exit-code requirement.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "object")]
     pub on_exit_codes: Option<OnExitCodes>,
 }
 
@@ -188,13 +205,13 @@ pub struct Container<'a> {
     #[serde(default, borrow)]
     pub args: Option<Vec<Text<'a>>>,
     /// Environment variables.
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "objects")]
     pub env: Option<Vec<EnvVar<'a>>>,
     /// Declared ports.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "objects")]
     pub ports: Option<Vec<ContainerPort<'a>>>,
     /// Resource requests and limits.
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "object")]
     pub resources: Option<Resources<'a>>,
     /// Whether a startup probe is set.
     #[serde(default, deserialize_with = "present")]
@@ -232,6 +249,21 @@ impl<'a> Container<'a> {
     /// Whether any probe is set.
     pub fn has_any_probe(&self) -> bool {
         self.startup_probe || self.readiness_probe || self.liveness_probe
+    }
+
+    /// The script a container runs through a shell (`sh -c SCRIPT`, `bash -ec SCRIPT`, with the
+    /// shell in `command` and the script in `args` or anywhere in between), if it does.
+    pub fn shell_script(&self) -> Option<&str> {
+        let mut argv = self.argv();
+        let shell = argv.next()?;
+        let base = shell.rsplit('/').next().unwrap_or(shell);
+        if !matches!(base, "sh" | "bash" | "ash" | "dash" | "zsh" | "ksh") {
+            return None;
+        }
+        // Options such as -e, -x, -ec may precede or combine with -c.
+        let mut argv = argv.skip_while(|a| !(a.starts_with('-') && !a.starts_with("--") && a.contains('c')));
+        argv.next()?;
+        argv.next()
     }
 
     /// Whether this is a native sidecar (an init container with `restartPolicy: Always`).
@@ -462,6 +494,39 @@ impl<'de> Deserialize<'de> for Scalar<'de> {
     }
 }
 
+/// A struct of the view read from a JSON object only.
+///
+/// serde's derived `Deserialize` also accepts an array as the fields in order, so `"metadata": []`
+/// would read as empty metadata and the patch would then add `/metadata/annotations` to an array,
+/// which fails to apply. Through this wrapper an array is a type error, like any other wrong type.
+struct MapOnly<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for MapOnly<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+            type Value = T;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<M: MapAccess<'de>>(self, map: M) -> Result<T, M::Error> {
+                T::deserialize(de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        d.deserialize_map(V(std::marker::PhantomData)).map(MapOnly)
+    }
+}
+
+/// An optional struct field that must be a JSON object (or null).
+fn object<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    Ok(Option::<MapOnly<T>>::deserialize(d)?.map(|m| m.0))
+}
+
+/// An optional list whose items must be JSON objects.
+fn objects<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Vec<T>>, D::Error> {
+    Ok(Option::<Vec<MapOnly<T>>>::deserialize(d)?.map(|v| v.into_iter().map(|m| m.0).collect()))
+}
+
 /// Deserializes any value (skipping it) and records whether it was present and not null.
 fn present<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
     Option::<IgnoredAny>::deserialize(d).map(|o| o.is_some())
@@ -503,6 +568,58 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("containerPort"), "{err}");
+    }
+
+    #[test]
+    fn arrays_where_objects_belong_are_type_errors() {
+        // serde's derive would read these as structs with positional fields (found by fuzzing:
+        // `"metadata": []` gave a patch adding /metadata/annotations to an array).
+        for (raw, field) in [
+            (r#"{"kind":"Pod","metadata":[],"spec":{"containers":[{"name":"x"}]}}"#, "metadata"),
+            (r#"{"kind":"Job","spec":{"template":[{"x":1}]}}"#, "spec.template"),
+            (r#"{"kind":"Pod","spec":{"containers":[["x","busybox"]]}}"#, "spec.containers"),
+            (r#"{"kind":"Pod","spec":{"containers":[{"name":"x","resources":[]}]}}"#, "resources"),
+            (r#"{"kind":"Pod","spec":{"containers":[{"name":"x","ports":[[80]]}]}}"#, "ports"),
+        ] {
+            let err = Object::from_json(raw).unwrap_err().to_string();
+            assert!(err.contains(field) && err.contains("expected an object"), "{raw}: {err}");
+        }
+        // Null still means absent.
+        assert!(Object::from_json(r#"{"kind":"Pod","metadata":null,"spec":{"containers":null}}"#).is_ok());
+    }
+
+    #[test]
+    fn finds_shell_scripts_in_command_and_args() {
+        let script = |json: &str| {
+            let o = Object::from_json(json).unwrap();
+            o.spec.unwrap().containers.unwrap()[0].shell_script().map(str::to_owned)
+        };
+        let c = |fields: &str| format!(r#"{{"spec":{{"containers":[{{"name":"x",{fields}}}]}}}}"#);
+        assert_eq!(script(&c(r#""command":["sh","-c","a &"]"#)).as_deref(), Some("a &"));
+        assert_eq!(script(&c(r#""command":["/bin/sh","-ec"],"args":["vault agent"]"#)).as_deref(), Some("vault agent"));
+        assert_eq!(script(&c(r#""command":["bash","-x","-c","run"]"#)).as_deref(), Some("run"));
+        assert_eq!(script(&c(r#""command":["python","-c","print()"]"#)), None);
+        assert_eq!(script(&c(r#""command":["sh","/startup.sh"]"#)), None);
+        assert_eq!(script(&c(r#""command":["sh","-c"]"#)), None);
+    }
+
+    #[test]
+    fn type_errors_name_the_field_but_never_quote_the_value() {
+        // Found by tests/hostile.rs: these messages reached the error log and the warning.
+        for (raw, field, found) in [
+            (r#"{"spec":{"containers":[{"name":"x","env":"DB_PASSWORD=hunter2"}]}}"#, "env", "string"),
+            (r#"{"spec":{"containers":[{"name":"x","args":"--password=hunter2"}]}}"#, "args", "string"),
+            (
+                r#"{"spec":{"containers":[{"name":"x","ports":[{"containerPort":"hunter2"}]}]}}"#,
+                "containerPort",
+                "string",
+            ),
+            (r#"{"spec":{"containers":[{"name":"x","env":[{"name":"P","value":7}]}]}}"#, "value", "integer"),
+        ] {
+            let err = Object::from_json(raw).unwrap_err().to_string();
+            assert!(err.contains(field) && err.contains(&format!("invalid type: {found}, expected")), "{err}");
+            assert!(!err.contains("hunter2") && !err.contains("`7`"), "{err}");
+        }
     }
 
     #[test]

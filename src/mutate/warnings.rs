@@ -106,22 +106,9 @@ pub fn shorten(mut warning: String) -> String {
     warning
 }
 
-/// The shell script a container runs, if it runs one: `sh -c SCRIPT` in command and/or args.
-fn shell_script<'c>(c: &'c Container<'_>) -> Option<&'c str> {
-    let argv: Vec<&str> = c.argv().collect();
-    let shell = argv.first()?;
-    let base = shell.rsplit('/').next().unwrap_or(shell);
-    if !matches!(base, "sh" | "bash" | "ash" | "dash" | "zsh" | "ksh") {
-        return None;
-    }
-    // Options such as -e, -x, -ec may precede or combine with -c.
-    let c_at = argv.iter().position(|a| a.starts_with('-') && !a.starts_with("--") && a.contains('c'))?;
-    argv.get(c_at + 1).copied()
-}
-
 /// Whether the last command of the container's shell script runs in the background.
 fn ends_in_background(c: &Container<'_>) -> bool {
-    let Some(script) = shell_script(c) else { return false };
+    let Some(script) = c.shell_script() else { return false };
     last_statement(script).is_some_and(|s| s.ends_with('&') && !s.ends_with("&&"))
 }
 

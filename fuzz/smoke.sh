@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# A short coverage-guided run of the `admit` fuzz target: exits non-zero on a crash.
+#
+#   fuzz/smoke.sh               # 45 s of fuzzing (FUZZ_SECONDS to change)
+#   FUZZ_NO_INSTALL=1 fuzz/smoke.sh   # skip (exit 0) instead of installing cargo-fuzz
+#
+# Cost on a fresh machine: `cargo install cargo-fuzz` takes about a minute, and the first
+# instrumented release build of podmedic and its dependencies several minutes (12 min on a busy
+# 2-core machine), so this is for machines with a warm fuzz/target. CI always runs the same oracle
+# without a fuzzer in `cargo test` (tests/fuzz_replay.rs). See fuzz/README.md.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+seconds="${FUZZ_SECONDS:-45}"
+# libFuzzer needs -Z flags (sanitizer coverage); RUSTC_BOOTSTRAP lets the stable compiler take them.
+export RUSTC_BOOTSTRAP=1
+
+if ! cargo fuzz --version >/dev/null 2>&1; then
+  if [ -n "${FUZZ_NO_INSTALL:-}" ]; then
+    echo "cargo-fuzz is not installed and FUZZ_NO_INSTALL is set: skipping the fuzz smoke run"
+    exit 0
+  fi
+  cargo install cargo-fuzz --locked --version 0.13.2
+fi
+
+# The seed corpus: the kube-apiserver AdmissionReviews and their structural variants.
+(cd .. && cargo test --quiet --test fuzz_replay -- --ignored write_fuzz_seeds >/dev/null)
+mkdir -p corpus/admit
+
+# -s none: podmedic forbids unsafe code, so AddressSanitizer finds nothing more and halves the speed.
+cargo fuzz build -s none admit
+# The crash regressions must still pass before new inputs are tried.
+cargo fuzz run -s none admit regressions/admit -- -runs=0
+cargo fuzz run -s none admit corpus/admit seeds/admit -- \
+  -dict=admit.dict -max_len=65536 -max_total_time="$seconds" -print_final_stats=1
