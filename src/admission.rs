@@ -1,9 +1,17 @@
 //! AdmissionReview in, AdmissionReview out: decode, dispatch by kind and operation, encode.
 //!
-//! The request envelope is decoded by [`ReviewEnvelope`], a borrowed view that keeps `object` as a
-//! [`RawValue`] slice of the body. kube's `AdmissionReview<T>` flattens its type meta, which makes
-//! serde buffer the whole request (object *and* oldObject) into an intermediate tree before `T` is
-//! built; on the path every Pod of the cluster takes, that costs more than the mutation itself.
+//! The request envelope is decoded by [`ReviewEnvelope`], a borrowed view of the body. kube's
+//! `AdmissionReview<T>` flattens its type meta, which makes serde buffer the whole request (object
+//! *and* oldObject) into an intermediate tree before `T` is built; on the path every Pod of the
+//! cluster takes, that costs more than the mutation itself.
+//!
+//! The body is read in one pass: the envelope with `object` decoded straight into the engine's
+//! [`view::Object`]. Only when that fails is the body read again with `object` kept as a
+//! [`RawValue`] slice: that pass tells a body that is not an AdmissionReview (HTTP 400) from an
+//! object the engine cannot read (allowed with a warning), and names the field. Reading the body
+//! three times (the envelope skipping over the object to capture it, the engine's view with path
+//! tracking, the object again for `generateName`) used to cost more than parsing it into a
+//! `serde_json::Value`.
 //! The response is built with kube's [`AdmissionResponse`] from a kube [`AdmissionRequest`], so the
 //! uid is always echoed and the patch is encoded the way kube does it.
 //!
@@ -19,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::config::Policy;
-use crate::mutate::{self, ChangeKind, Context, MutateError, NamespaceSettings, NativeSidecars};
+use crate::mutate::{self, ChangeKind, Context, MutateError, NamespaceSettings, NativeSidecars, view};
 
 /// Where per-namespace settings come from (a watched namespace cache in a cluster).
 pub trait NamespaceLookup: Send + Sync {
@@ -159,21 +167,22 @@ pub struct Admission {
     pub skip_reason: Option<(&'static str, String)>,
 }
 
-/// The parts of an AdmissionReview podmedic reads.
+/// The parts of an AdmissionReview podmedic reads; `O` is how the object is held (see
+/// [`ReceivedObject`]).
 #[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ReviewEnvelope<'a> {
+#[serde(rename_all = "camelCase", bound(deserialize = "O: Deserialize<'de>"))]
+struct ReviewEnvelope<'a, O> {
     #[serde(default, borrow)]
     api_version: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     kind: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
-    request: Option<RequestEnvelope<'a>>,
+    #[serde(default)]
+    request: Option<RequestEnvelope<O>>,
 }
 
 #[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RequestEnvelope<'a> {
+#[serde(rename_all = "camelCase", bound(deserialize = "O: Deserialize<'de>"))]
+struct RequestEnvelope<O> {
     uid: String,
     kind: GroupVersionKind,
     resource: GroupVersionResource,
@@ -184,15 +193,66 @@ struct RequestEnvelope<'a> {
     #[serde(default)]
     namespace: Option<String>,
     operation: Operation,
-    #[serde(default, borrow)]
-    object: Option<&'a RawValue>,
+    #[serde(default)]
+    object: Option<O>,
     #[serde(default)]
     dry_run: bool,
 }
 
+/// The object of a request, as the engine receives it.
+trait ReceivedObject {
+    /// `metadata.generateName`, for the logs.
+    fn generate_name(&self) -> Option<String>;
+    /// Runs the engine.
+    fn mutate(&self, ctx: &Context<'_>) -> Result<mutate::Mutation, MutateError>;
+}
+
+/// Decoded with the envelope, in the same pass (the fast path).
+impl ReceivedObject for view::Object<'_> {
+    fn generate_name(&self) -> Option<String> {
+        self.metadata.as_ref()?.generate_name.as_ref().map(|g| g.as_str().to_owned())
+    }
+
+    fn mutate(&self, ctx: &Context<'_>) -> Result<mutate::Mutation, MutateError> {
+        Ok(mutate::mutate_view(self, ctx))
+    }
+}
+
+/// Kept as raw JSON, decoded by the engine itself (the slow path: precise errors).
+impl ReceivedObject for &RawValue {
+    fn generate_name(&self) -> Option<String> {
+        #[derive(Deserialize)]
+        struct Meta<'a> {
+            #[serde(default, borrow, rename = "generateName")]
+            generate_name: Option<Cow<'a, str>>,
+        }
+        #[derive(Deserialize)]
+        struct Obj<'a> {
+            #[serde(default, borrow)]
+            metadata: Option<Meta<'a>>,
+        }
+        serde_json::from_str::<Obj<'_>>(self.get()).ok()?.metadata?.generate_name.map(Cow::into_owned)
+    }
+
+    fn mutate(&self, ctx: &Context<'_>) -> Result<mutate::Mutation, MutateError> {
+        mutate::mutate_json(self.get(), ctx)
+    }
+}
+
 /// Decodes an AdmissionReview, runs the engine where podmedic acts, and encodes the response.
 pub fn admit(body: &[u8], env: &Environment) -> Result<Admission, ReviewError> {
-    let envelope: ReviewEnvelope<'_> = serde_json::from_slice(body).map_err(|e| decode_error(body, e))?;
+    // One pass over the body. A panic while decoding falls back to the slow path too, whose engine
+    // call is guarded (fail open).
+    let fast = std::panic::catch_unwind(|| serde_json::from_slice::<ReviewEnvelope<'_, view::Object<'_>>>(body));
+    if let Ok(Ok(envelope)) = fast {
+        return answer(envelope, env);
+    }
+    let envelope: ReviewEnvelope<'_, &RawValue> = serde_json::from_slice(body).map_err(|e| decode_error(body, e))?;
+    answer(envelope, env)
+}
+
+/// Checks the envelope, runs the engine where podmedic acts, and encodes the response.
+fn answer<O: ReceivedObject>(envelope: ReviewEnvelope<'_, O>, env: &Environment) -> Result<Admission, ReviewError> {
     let api_version = envelope.api_version.as_deref().unwrap_or_default();
     let kind = envelope.kind.as_deref().unwrap_or_default();
     if api_version != kube::core::admission::META_API_VERSION_V1 || kind != kube::core::admission::META_KIND {
@@ -233,12 +293,14 @@ pub fn admit(body: &[u8], env: &Environment) -> Result<Admission, ReviewError> {
         skip_reason: None,
     };
 
-    if let Some(raw) = request.object.filter(|_| acts_on(&kube_request)) {
+    // Taken by value: the decoded object (with a large Pod, most of this request's memory) is
+    // dropped once the engine has run, before the response is encoded.
+    if let Some(object) = request.object.filter(|_| acts_on(&kube_request)) {
         let namespace = kube_request.namespace.as_deref().and_then(|ns| env.namespaces.settings(ns));
         if !namespace.as_deref().is_some_and(|n| n.opted_out) {
             let capability = env.capability.native_sidecars();
             let ctx = Context { policy: &env.policy, native_sidecars: &capability, namespace: namespace.as_deref() };
-            response = respond(response, raw, &ctx, kube_request.dry_run, &mut admission)?;
+            response = respond(response, &object, &ctx, kube_request.dry_run, &mut admission)?;
         }
     }
 
@@ -249,12 +311,12 @@ pub fn admit(body: &[u8], env: &Environment) -> Result<Admission, ReviewError> {
 /// Runs the engine on the object and fills in the response.
 fn respond(
     mut response: AdmissionResponse,
-    raw: &RawValue,
+    object: &impl ReceivedObject,
     ctx: &Context<'_>,
     dry_run: bool,
     admission: &mut Admission,
 ) -> Result<AdmissionResponse, ReviewError> {
-    let mutation = match guarded_mutate(raw.get(), ctx) {
+    let mutation = match guarded_mutate(object, ctx) {
         Ok(m) => m,
         Err(err) => {
             let message = err.to_string();
@@ -294,8 +356,8 @@ fn respond(
 }
 
 /// The engine, with a panic in it turned into a skip: a bug in one rule must not deny or drop Pods.
-fn guarded_mutate(raw: &str, ctx: &Context<'_>) -> Result<mutate::Mutation, SkipReason> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| mutate::mutate_json(raw, ctx)))
+fn guarded_mutate(object: &impl ReceivedObject, ctx: &Context<'_>) -> Result<mutate::Mutation, SkipReason> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| object.mutate(ctx)))
         .map_err(|_| SkipReason::Panic)?
         .map_err(SkipReason::Engine)
 }
@@ -385,27 +447,12 @@ fn operation_label(op: &Operation) -> &'static str {
     }
 }
 
-fn object_display_name(req: &RequestEnvelope<'_>) -> String {
+fn object_display_name<O: ReceivedObject>(req: &RequestEnvelope<O>) -> String {
     if !req.name.is_empty() {
         return req.name.clone();
     }
     // A Pod made by a controller has only generateName; read it from the object for the logs.
-    #[derive(Deserialize)]
-    struct Meta<'a> {
-        #[serde(default, borrow, rename = "generateName")]
-        generate_name: Option<Cow<'a, str>>,
-    }
-    #[derive(Deserialize)]
-    struct Obj<'a> {
-        #[serde(default, borrow)]
-        metadata: Option<Meta<'a>>,
-    }
-    req.object
-        .and_then(|raw| serde_json::from_str::<Obj<'_>>(raw.get()).ok())
-        .and_then(|o| o.metadata)
-        .and_then(|m| m.generate_name)
-        .map(|g| format!("{g}*"))
-        .unwrap_or_default()
+    req.object.as_ref().and_then(ReceivedObject::generate_name).map(|g| format!("{g}*")).unwrap_or_default()
 }
 
 /// Builds a clear decode error, naming the field where decoding failed.
@@ -414,7 +461,7 @@ fn decode_error(body: &[u8], err: serde_json::Error) -> ReviewError {
         return ReviewError::Decode("the body is empty".into());
     }
     let mut de = serde_json::Deserializer::from_slice(body);
-    match serde_path_to_error::deserialize::<_, ReviewEnvelope<'_>>(&mut de) {
+    match serde_path_to_error::deserialize::<_, ReviewEnvelope<'_, &RawValue>>(&mut de) {
         Err(e) if e.path().to_string() != "." => ReviewError::Decode(format!("at `{}`: {}", e.path(), e.inner())),
         _ => ReviewError::Decode(err.to_string()),
     }

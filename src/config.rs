@@ -390,9 +390,12 @@ impl Policy {
         image: Option<&ImageRef<'_>>,
         words: &dyn Fn(&str) -> bool,
     ) -> Option<&SidecarProfile> {
+        // Split the image once, not once per pattern: this runs for every container of every Pod.
+        let components = image.map(ImageRef::components);
         self.sidecars.iter().zip(&self.compiled).find_map(|(profile, patterns)| {
             let by_name = profile.container_names.iter().any(|n| n == name);
-            let by_image = image.is_some_and(|img| patterns.iter().any(|p| img.matches_components(p)));
+            let by_image =
+                components.as_deref().is_some_and(|c| patterns.iter().any(|p| ImageRef::components_match(c, p)));
             if !(by_name || by_image) {
                 return None;
             }

@@ -128,3 +128,14 @@ fn malformed_objects_pass_through_with_a_warning() {
     let warning = response["response"]["warnings"][0].as_str().unwrap();
     assert!(warning.starts_with("podmedic skipped this object: "), "{warning}");
 }
+
+#[test]
+fn controller_made_objects_are_named_by_generate_name_whether_readable_or_not() {
+    let body = review("pod-create-by-job-controller.json");
+    assert_eq!(admit(&body, &env()).unwrap().name, "db-export-*");
+    // An object the engine cannot read is decoded on the slow path, which names it the same way.
+    let mut request: Value = serde_json::from_slice(&body).unwrap();
+    request["request"]["object"]["spec"]["containers"] = serde_json::json!("not a list");
+    let admission = admit(&serde_json::to_vec(&request).unwrap(), &env()).unwrap();
+    assert_eq!((admission.outcome, admission.name.as_str()), (Outcome::Skipped, "db-export-*"));
+}

@@ -37,8 +37,23 @@ impl<'a> ImageRef<'a> {
     /// path, component by component. `*` inside a component is a wildcard; a `**` component
     /// matches any number of components.
     pub fn matches_components(&self, pattern: &[String]) -> bool {
-        let components: Vec<&str> = self.repository.split('/').collect();
+        Self::components_match(&self.components(), pattern)
+    }
+
+    /// The repository path split at `/`: split once, then matched against every pattern of the
+    /// catalogue with [`ImageRef::components_match`].
+    pub fn components(&self) -> Vec<&'a str> {
+        self.repository.split('/').collect()
+    }
+
+    /// [`ImageRef::matches_components`] on components from [`ImageRef::components`].
+    pub fn components_match(components: &[&str], pattern: &[String]) -> bool {
         // The pattern is anchored at the end only: any registry host or mirror prefix may precede it.
+        if !pattern.iter().any(|p| p == "**") {
+            // Without `**` a pattern matches exactly its own number of trailing components.
+            return components.len() >= pattern.len()
+                && match_from(&components[components.len() - pattern.len()..], pattern);
+        }
         (0..=components.len()).any(|start| match_from(&components[start..], pattern))
     }
 }

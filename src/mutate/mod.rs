@@ -191,6 +191,12 @@ pub fn mutate_json(raw: &str, ctx: &Context<'_>) -> Result<Mutation, MutateError
     Ok(plan(&object, ctx))
 }
 
+/// Computes the mutation for an object already decoded into the engine's view (the webhook decodes
+/// it together with the AdmissionReview, in one pass).
+pub fn mutate_view(object: &view::Object<'_>, ctx: &Context<'_>) -> Mutation {
+    plan(object, ctx)
+}
+
 /// Computes the mutation for an object already parsed into a [`serde_json::Value`].
 pub fn mutate_value(value: &serde_json::Value, ctx: &Context<'_>) -> Result<Mutation, MutateError> {
     let object = view::Object::from_value(value)?;

@@ -179,7 +179,8 @@ pub(super) fn apply_moves<'v>(
             index,
             moved,
             profile,
-            mesh: is_mesh_proxy(policy, container),
+            // A moved sidecar's catalogue entry was looked up when it was selected.
+            mesh: if moved { profile.is_some_and(|p| p.mesh) } else { is_mesh_proxy(policy, container) },
         })
         .collect();
     slots.extend(remaining.into_iter().enumerate().map(|(index, i)| Slot {

@@ -77,6 +77,9 @@ pub struct Metadata<'a> {
     /// The object's name.
     #[serde(default, borrow)]
     pub name: Option<Text<'a>>,
+    /// The name prefix of objects made by controllers (their `name` is set only after admission).
+    #[serde(default, borrow)]
+    pub generate_name: Option<Text<'a>>,
     /// Labels (keys and values).
     #[serde(default, borrow)]
     pub labels: Option<StrMap<'a>>,
