@@ -3,6 +3,7 @@
 #
 #   fuzz/smoke.sh               # 45 s of fuzzing (FUZZ_SECONDS to change)
 #   FUZZ_NO_INSTALL=1 fuzz/smoke.sh   # skip (exit 0) instead of installing cargo-fuzz
+#   FUZZ_DEV=1 fuzz/smoke.sh          # unoptimised build: ~2 min cold instead of ~12 (CI uses this)
 #
 # Cost on a fresh machine: `cargo install cargo-fuzz` takes about a minute, and the first
 # instrumented release build of podmedic and its dependencies several minutes (12 min on a busy
@@ -12,6 +13,8 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 seconds="${FUZZ_SECONDS:-45}"
+profile=()
+if [ -n "${FUZZ_DEV:-}" ]; then profile=(--dev); fi
 # libFuzzer needs -Z flags (sanitizer coverage); RUSTC_BOOTSTRAP lets the stable compiler take them.
 export RUSTC_BOOTSTRAP=1
 
@@ -28,8 +31,8 @@ fi
 mkdir -p corpus/admit
 
 # -s none: podmedic forbids unsafe code, so AddressSanitizer finds nothing more and halves the speed.
-cargo fuzz build -s none admit
+cargo fuzz build "${profile[@]}" -s none admit
 # The crash regressions must still pass before new inputs are tried.
-cargo fuzz run -s none admit regressions/admit -- -runs=0
-cargo fuzz run -s none admit corpus/admit seeds/admit -- \
+cargo fuzz run "${profile[@]}" -s none admit regressions/admit -- -runs=0
+cargo fuzz run "${profile[@]}" -s none admit corpus/admit seeds/admit -- \
   -dict=admit.dict -max_len=65536 -max_total_time="$seconds" -print_final_stats=1
