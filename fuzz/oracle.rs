@@ -1,4 +1,4 @@
-//! What must hold for any bytes given to `podmedic::admission::admit` as an HTTP body.
+//! What must hold for any bytes given to `podmedic_engine::admission::admit` as an HTTP body.
 //!
 //! Shared by the libFuzzer target (`fuzz/fuzz_targets/admit.rs`) and the deterministic replay test
 //! that runs in `cargo test` (`tests/fuzz_replay.rs`), so CI checks the same oracle without a fuzzer.
@@ -6,9 +6,8 @@
 use std::sync::{Arc, LazyLock};
 
 use base64::Engine as _;
-use podmedic::admission::{Environment, FixedCapability, Outcome, admit};
-use podmedic::config::Policy;
-use podmedic::mutate::{Context, MAX_WARNING_LEN, NativeSidecars, mutate_value};
+use podmedic_engine::admission::{Environment, FixedCapability, Outcome, admit};
+use podmedic_engine::{Context, MAX_WARNING_LEN, NativeSidecars, Policy, mutate_value};
 use serde_json::Value;
 
 /// The environments every input runs in: the built-in policy on a cluster with native sidecars,

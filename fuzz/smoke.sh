@@ -8,7 +8,7 @@
 # Cost on a fresh machine: `cargo install cargo-fuzz` takes about a minute, and the first
 # instrumented release build of podmedic and its dependencies several minutes (12 min on a busy
 # 2-core machine), so this is for machines with a warm fuzz/target. CI always runs the same oracle
-# without a fuzzer in `cargo test` (tests/fuzz_replay.rs). See fuzz/README.md.
+# without a fuzzer in `cargo test` (crates/podmedic-engine/tests/fuzz_replay.rs). See fuzz/README.md.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -27,7 +27,7 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
 fi
 
 # The seed corpus: the kube-apiserver AdmissionReviews and their structural variants.
-(cd .. && cargo test --quiet --test fuzz_replay -- --ignored write_fuzz_seeds >/dev/null)
+(cd .. && cargo test --quiet -p podmedic-engine --test fuzz_replay -- --ignored write_fuzz_seeds >/dev/null)
 mkdir -p corpus/admit
 
 # -s none: podmedic forbids unsafe code, so AddressSanitizer finds nothing more and halves the speed.

@@ -20,12 +20,11 @@ use kube::api::ListParams;
 use kube::{Api, Client};
 use serde::Serialize;
 
-use crate::cluster::{self, NodeKubelet};
-use crate::config::Policy;
-use crate::mutate::{self, Change, ChangeKind, Context, NamespaceSettings, NativeSidecars};
+use podmedic_engine::annotations::{ENABLED_LABEL, namespace_settings};
+use podmedic_engine::kubernetes::{NodeKubelet, decide_native_sidecars};
+use podmedic_engine::{Change, ChangeKind, Context, NamespaceSettings, NativeSidecars, Policy, mutate_value};
 
-/// The namespace label that opts a namespace in (the webhook's `namespaceSelector`).
-pub const ENABLED_LABEL: &str = "podmedic.io/enabled";
+use crate::cluster;
 
 /// Objects per page when listing, so that large clusters are read in bounded pieces.
 const PAGE_SIZE: u32 = 500;
@@ -90,7 +89,7 @@ pub struct CapabilityReport {
 impl CapabilityReport {
     /// The capability decided from the API server's version and the kubelets (`None`: not listable).
     pub fn decide(api_server: String, kubelets: Option<&[NodeKubelet]>) -> CapabilityReport {
-        let decision = cluster::decide_native_sidecars(&api_server, kubelets.unwrap_or_default());
+        let decision = decide_native_sidecars(&api_server, kubelets.unwrap_or_default());
         let (available, reason) = match decision {
             NativeSidecars::Available => (true, None),
             NativeSidecars::Unavailable(reason) => (false, Some(reason)),
@@ -217,7 +216,7 @@ pub fn stuck_on_sidecar(pod: &Pod, policy: &Policy) -> Option<StuckPod> {
 fn sidecars_of(pod: &Pod, policy: &Policy) -> Vec<String> {
     let Ok(value) = serde_json::to_value(pod) else { return Vec::new() };
     let ctx = Context { policy, native_sidecars: &NativeSidecars::Available, namespace: None };
-    match mutate::mutate_value(&value, &ctx) {
+    match mutate_value(&value, &ctx) {
         Ok(m) => m.changes.into_iter().filter(|c| c.kind == ChangeKind::SidecarMoved).map(|c| c.container).collect(),
         Err(_) => Vec::new(),
     }
@@ -245,7 +244,7 @@ pub fn build_report(
     for ns in &objects.namespaces {
         let Some(name) = ns.metadata.name.as_deref() else { continue };
         let enabled = ns.metadata.labels.as_ref().and_then(|l| l.get(ENABLED_LABEL)).is_some_and(|v| v == "true");
-        let (settings, _problems) = cluster::namespace_settings(&ns.metadata.annotations.clone().unwrap_or_default());
+        let (settings, _problems) = namespace_settings(&ns.metadata.annotations.clone().unwrap_or_default());
         namespaces.insert(name, (enabled, settings));
     }
 
@@ -258,7 +257,7 @@ pub fn build_report(
                 return;
             }
             let ctx = Context { policy, native_sidecars: &capability, namespace: ns.map(|(_, s)| s) };
-            let Ok(mutation) = mutate::mutate_value(&value, &ctx) else { return };
+            let Ok(mutation) = mutate_value(&value, &ctx) else { return };
             if mutation.changes.is_empty() {
                 return;
             }
@@ -431,10 +430,7 @@ fn age(since: Timestamp, now: Timestamp) -> String {
 
 /// Runs `podmedic audit` against the configured cluster and prints the report.
 pub async fn run(args: &AuditArgs) -> anyhow::Result<ExitCode> {
-    let policy = match &args.policy {
-        Some(path) => Policy::load(path)?,
-        None => Policy::builtin(),
-    };
+    let policy = Policy::load_or_builtin(args.policy.as_deref())?;
     let client = cluster::connect(args.kubeconfig.as_deref())
         .await?
         .context("no Kubernetes cluster configured: set KUBECONFIG or pass --kubeconfig")?;
@@ -619,7 +615,8 @@ mod tests {
         status[1].name = "forwarder".into();
         status[0].state = serde_json::from_value(json!({"terminated": {"exitCode": 0}})).unwrap();
         assert_eq!(stuck_on_sidecar(&pod, &policy()), None, "not a sidecar without the annotation");
-        pod.metadata.annotations = Some([(mutate::SIDECARS_ANNOTATION.to_owned(), "forwarder".to_owned())].into());
+        pod.metadata.annotations =
+            Some([(podmedic_engine::annotations::SIDECARS_ANNOTATION.to_owned(), "forwarder".to_owned())].into());
         assert_eq!(stuck_on_sidecar(&pod, &policy()).unwrap().running_sidecars, ["forwarder"]);
     }
 
@@ -657,7 +654,7 @@ mod tests {
         let objects = ClusterObjects {
             namespaces: vec![labelled_namespace(
                 "payments",
-                json!({crate::mutate::NAMESPACE_OPT_OUT_ANNOTATION: "true"}),
+                json!({podmedic_engine::annotations::NAMESPACE_OPT_OUT_ANNOTATION: "true"}),
             )],
             jobs: vec![proxy_job("payments", "nightly"), proxy_job("elsewhere", "nightly")],
             ..ClusterObjects::default()

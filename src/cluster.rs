@@ -29,19 +29,11 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Config};
 use tokio::task::JoinHandle;
 
-use crate::admission::{CapabilitySource, Environment, NamespaceLookup};
-use crate::config::{Policy, ResourceDefaults};
-use crate::mutate::{
-    DEFAULT_PROBES_ANNOTATION, DEFAULT_REQUESTS_ANNOTATION, DEFAULT_SIDECAR_REQUESTS_ANNOTATION,
-    NAMESPACE_OPT_OUT_ANNOTATION, NamespaceSettings, NativeSidecars,
-};
-
-/// The first Kubernetes `major.minor` whose API server and kubelet run native sidecars
-/// (the `SidecarContainers` feature is on by default from 1.29).
-pub const NATIVE_SIDECARS_SINCE: (u32, u32) = (1, 29);
-
-/// Prefix of every podmedic annotation; the namespace cache keeps only these.
-const ANNOTATION_PREFIX: &str = "podmedic.io/";
+use podmedic_engine::admission::{CapabilitySource, Environment, NamespaceLookup};
+use podmedic_engine::annotations::{is_podmedic_key, namespace_settings};
+use podmedic_engine::kubernetes::{KubeVersion, NodeKubelet, decide_native_sidecars};
+use podmedic_engine::policy::Policy;
+use podmedic_engine::{NamespaceSettings, NativeSidecars};
 
 /// How often the API server's version is read again (control planes are upgraded in place).
 const API_SERVER_VERSION_REFRESH: Duration = Duration::from_secs(600);
@@ -82,48 +74,6 @@ pub enum ClusterError {
 // Versions and the capability decision (pure)
 // ---------------------------------------------------------------------------------------------
 
-/// A Kubernetes version as reported by the API server or a kubelet, reduced to its numbers.
-///
-/// Distribution suffixes are ignored: `v1.30.1-gke.1234`, `v1.28.5+k3s1` and `v1.29.3-eks-a1b2c3`
-/// read as 1.30.1, 1.28.5 and 1.29.3.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct KubeVersion {
-    /// Major version (1).
-    pub major: u32,
-    /// Minor version (29 in `v1.29.3`).
-    pub minor: u32,
-    /// Patch version (0 when absent).
-    pub patch: u32,
-}
-
-impl KubeVersion {
-    /// Parses `v1.29.3`, `1.29`, `v1.30.1-gke.1234`, `v1.28.5+k3s1`; `None` when there is no
-    /// `major.minor` at the start.
-    pub fn parse(text: &str) -> Option<KubeVersion> {
-        let text = text.trim();
-        let text = text.strip_prefix(['v', 'V']).unwrap_or(text);
-        // Everything from the first character that is neither a digit nor a dot is a pre-release
-        // or build suffix (`-gke.1234`, `+k3s1`, `-eks-...`).
-        let end = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
-        let mut numbers = text[..end].split('.');
-        let major = numbers.next()?.parse().ok()?;
-        let minor = numbers.next()?.parse().ok()?;
-        let patch = match numbers.next() {
-            None | Some("") => 0,
-            Some(p) => p.parse().ok()?,
-        };
-        if numbers.any(|n| !n.is_empty()) {
-            return None;
-        }
-        Some(KubeVersion { major, minor, patch })
-    }
-
-    /// True when this version runs native sidecars (1.29 or newer).
-    pub fn supports_native_sidecars(&self) -> bool {
-        (self.major, self.minor) >= NATIVE_SIDECARS_SINCE
-    }
-}
-
 /// The version text the capability decision should use for an API server.
 ///
 /// An API server that runs with an emulated (older) version behaves like that version, so the
@@ -145,53 +95,6 @@ pub fn api_server_version_text(info: &Info) -> String {
     format!("v{}.{}", info.major, info.minor.trim_end_matches(|c: char| !c.is_ascii_digit()))
 }
 
-/// One Node's kubelet version, as reported in `status.nodeInfo.kubeletVersion`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NodeKubelet {
-    /// The Node's name.
-    pub node: String,
-    /// The kubelet version text, for example `v1.29.3-gke.1234`.
-    pub kubelet_version: String,
-}
-
-/// Whether native sidecars are safe, given the API server's version text and every Node's kubelet.
-///
-/// Unreadable versions count as too old: wrongly moving a sidecar leaves Pods stuck in `Init`,
-/// while wrongly not moving it only leaves things as they were. The reason names the oldest
-/// offending node, for example `node pool-a-3 runs kubelet v1.28.9 (and 2 more nodes older than 1.29)`.
-pub fn decide_native_sidecars(api_server: &str, kubelets: &[NodeKubelet]) -> NativeSidecars {
-    let (since_major, since_minor) = NATIVE_SIDECARS_SINCE;
-    match KubeVersion::parse(api_server) {
-        None => {
-            return NativeSidecars::Unavailable(format!("the API server reports an unreadable version `{api_server}`"));
-        }
-        Some(v) if !v.supports_native_sidecars() => {
-            return NativeSidecars::Unavailable(format!("the API server runs {api_server}"));
-        }
-        Some(_) => {}
-    }
-    // Sort key: unreadable versions first (they are the least known), then oldest, then by name.
-    let mut too_old: Vec<(Option<KubeVersion>, &NodeKubelet)> = kubelets
-        .iter()
-        .map(|k| (KubeVersion::parse(&k.kubelet_version), k))
-        .filter(|(v, _)| !v.is_some_and(|v| v.supports_native_sidecars()))
-        .collect();
-    too_old.sort_by(|(va, a), (vb, b)| va.cmp(vb).then_with(|| a.node.cmp(&b.node)));
-    let Some((version, first)) = too_old.first() else {
-        return NativeSidecars::Available;
-    };
-    let mut reason = match version {
-        Some(_) => format!("node {} runs kubelet {}", first.node, first.kubelet_version),
-        None => format!("node {} reports an unreadable kubelet version `{}`", first.node, first.kubelet_version),
-    };
-    match too_old.len() - 1 {
-        0 => {}
-        1 => reason.push_str(&format!(" (and 1 more node older than {since_major}.{since_minor})")),
-        more => reason.push_str(&format!(" (and {more} more nodes older than {since_major}.{since_minor})")),
-    }
-    NativeSidecars::Unavailable(reason)
-}
-
 /// The kubelet a Node reports, if it has reported one yet (a Node registers its `nodeInfo` before
 /// it can become Ready, so a Node without one cannot run Pods).
 pub fn node_kubelet(node: &Node) -> Option<NodeKubelet> {
@@ -203,85 +106,6 @@ pub fn node_kubelet(node: &Node) -> Option<NodeKubelet> {
         node: node.metadata.name.clone().unwrap_or_default(),
         kubelet_version: info.kubelet_version.clone(),
     })
-}
-
-// ---------------------------------------------------------------------------------------------
-// Namespace annotations (pure)
-// ---------------------------------------------------------------------------------------------
-
-/// Parses a namespace's annotations into its settings, with one message per value that was ignored.
-///
-/// Bad values never fail: each is ignored (the policy applies) and reported. The opt-out is the
-/// exception that errs on the safe side: any value of `podmedic.io/disabled` other than `false`
-/// opts the namespace out, since the user plainly meant to say something about turning podmedic off.
-pub fn namespace_settings(annotations: &BTreeMap<String, String>) -> (NamespaceSettings, Vec<String>) {
-    let mut settings = NamespaceSettings::default();
-    let mut problems = Vec::new();
-    for (key, value) in annotations.iter().filter(|(k, _)| k.starts_with(ANNOTATION_PREFIX)) {
-        let trimmed = value.trim();
-        match key.as_str() {
-            NAMESPACE_OPT_OUT_ANNOTATION => {
-                settings.opted_out = !trimmed.eq_ignore_ascii_case("false");
-                if !trimmed.eq_ignore_ascii_case("true") && !trimmed.eq_ignore_ascii_case("false") {
-                    problems.push(format!(
-                        "{key}: `{value}` is neither \"true\" nor \"false\"; treating the namespace as opted out"
-                    ));
-                }
-            }
-            DEFAULT_REQUESTS_ANNOTATION => match ResourceDefaults::parse_annotation(trimmed) {
-                Ok(r) => settings.default_requests = Some(r),
-                Err(e) => problems.push(format!("{key}: `{value}`: {e}; ignored")),
-            },
-            DEFAULT_SIDECAR_REQUESTS_ANNOTATION => match ResourceDefaults::parse_annotation(trimmed) {
-                Ok(r) => settings.default_sidecar_requests = Some(r),
-                Err(e) => problems.push(format!("{key}: `{value}`: {e}; ignored")),
-            },
-            DEFAULT_PROBES_ANNOTATION => match parse_probe_setting(trimmed) {
-                Ok((readiness, liveness)) => {
-                    settings.readiness_probes = Some(readiness);
-                    settings.liveness_probes = Some(liveness);
-                }
-                Err(e) => problems.push(format!("{key}: `{value}`: {e}; ignored")),
-            },
-            // Object-level annotations are harmless on a namespace; only point out the likely mistake.
-            crate::mutate::SKIP_ANNOTATION => problems.push(format!(
-                "{key} has no effect on a namespace; use {NAMESPACE_OPT_OUT_ANNOTATION}: \"true\" to opt it out"
-            )),
-            _ if is_object_annotation(key) => {}
-            _ => problems.push(format!("{key} is not a namespace setting podmedic knows; ignored")),
-        }
-    }
-    (settings, problems)
-}
-
-/// Annotations that belong on workloads, which a namespace may carry without it being a mistake
-/// (for example copied by a tool that annotates everything).
-fn is_object_annotation(key: &str) -> bool {
-    matches!(
-        key,
-        crate::mutate::SIDECARS_ANNOTATION
-            | crate::mutate::SIDECAR_POSITION_ANNOTATION
-            | crate::mutate::CHANGES_ANNOTATION
-    )
-}
-
-/// `none`, `readiness`, `readiness,liveness` (any order) into (readiness, liveness).
-fn parse_probe_setting(value: &str) -> Result<(bool, bool), String> {
-    if value.eq_ignore_ascii_case("none") {
-        return Ok((false, false));
-    }
-    let (mut readiness, mut liveness) = (false, false);
-    for word in value.split(',').map(str::trim).filter(|w| !w.is_empty()) {
-        match word.to_ascii_lowercase().as_str() {
-            "readiness" => readiness = true,
-            "liveness" => liveness = true,
-            _ => return Err(format!("unknown probe `{word}` (expected none, readiness or readiness,liveness)")),
-        }
-    }
-    if !(readiness || liveness) {
-        return Err("empty (expected none, readiness or readiness,liveness)".into());
-    }
-    Ok((readiness, liveness))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -383,12 +207,7 @@ impl NamespaceLookup for NamespaceCache {
 }
 
 fn podmedic_annotations(annotations: Option<&BTreeMap<String, String>>) -> BTreeMap<String, String> {
-    annotations
-        .into_iter()
-        .flatten()
-        .filter(|(k, _)| k.starts_with(ANNOTATION_PREFIX))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect()
+    annotations.into_iter().flatten().filter(|(k, _)| is_podmedic_key(k)).map(|(k, v)| (k.clone(), v.clone())).collect()
 }
 
 /// Keeps only what the namespace cache reads (name and podmedic annotations): namespaces can carry
@@ -812,6 +631,7 @@ async fn track_api_server(shared: Arc<Shared>, client: Client) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use podmedic_engine::annotations::{DEFAULT_PROBES_ANNOTATION, NAMESPACE_OPT_OUT_ANNOTATION};
 
     fn kubelet(node: &str, version: &str) -> NodeKubelet {
         NodeKubelet { node: node.into(), kubelet_version: version.into() }
@@ -841,74 +661,6 @@ mod tests {
             assert_eq!(NativeSidecarsMode::from_str(text, false), Ok(mode));
         }
         assert_eq!(NativeSidecarsMode::default(), NativeSidecarsMode::Auto);
-    }
-
-    #[test]
-    fn parses_versions_of_every_distribution() {
-        let v = |major, minor, patch| Some(KubeVersion { major, minor, patch });
-        assert_eq!(KubeVersion::parse("v1.29.3"), v(1, 29, 3));
-        assert_eq!(KubeVersion::parse("v1.30.1-gke.1234"), v(1, 30, 1));
-        assert_eq!(KubeVersion::parse("v1.28.5+k3s1"), v(1, 28, 5));
-        assert_eq!(KubeVersion::parse("v1.29.10-eks-59bf375"), v(1, 29, 10));
-        assert_eq!(KubeVersion::parse("1.31"), v(1, 31, 0));
-        assert_eq!(KubeVersion::parse(" V1.33.0-rc.1 "), v(1, 33, 0));
-        assert_eq!(KubeVersion::parse("v1.28 (emulated by v1.31.0)"), v(1, 28, 0));
-        for bad in ["", "v", "latest", "v1", "1.x.3", "v1.29.3.4", "vv1.29"] {
-            assert_eq!(KubeVersion::parse(bad), None, "{bad}");
-        }
-    }
-
-    #[test]
-    fn native_sidecars_start_at_1_29() {
-        assert!(!KubeVersion::parse("v1.28.15").unwrap().supports_native_sidecars());
-        assert!(KubeVersion::parse("v1.29.0").unwrap().supports_native_sidecars());
-        assert!(KubeVersion::parse("v2.0.0").unwrap().supports_native_sidecars());
-    }
-
-    #[test]
-    fn available_when_the_api_server_and_every_kubelet_are_new_enough() {
-        let nodes = [kubelet("pool-a-1", "v1.29.3-gke.1234"), kubelet("pool-b-1", "v1.30.1+k3s1")];
-        assert_eq!(decide_native_sidecars("v1.30.2", &nodes), NativeSidecars::Available);
-        assert_eq!(decide_native_sidecars("v1.30.2", &[]), NativeSidecars::Available);
-    }
-
-    #[test]
-    fn an_old_api_server_is_named() {
-        assert_eq!(
-            decide_native_sidecars("v1.28.9-eks-1", &[kubelet("n", "v1.29.0")]),
-            NativeSidecars::Unavailable("the API server runs v1.28.9-eks-1".into())
-        );
-    }
-
-    #[test]
-    fn the_oldest_kubelet_is_named_and_the_others_counted() {
-        let nodes = [
-            kubelet("pool-b-7", "v1.28.12"),
-            kubelet("pool-a-1", "v1.30.1"),
-            kubelet("pool-a-3", "v1.27.9"),
-            kubelet("pool-c-2", "v1.28.12"),
-        ];
-        assert_eq!(
-            decide_native_sidecars("v1.30.2", &nodes),
-            NativeSidecars::Unavailable("node pool-a-3 runs kubelet v1.27.9 (and 2 more nodes older than 1.29)".into())
-        );
-        assert_eq!(
-            decide_native_sidecars("v1.30.2", &[kubelet("pool-a-3", "v1.28.9"), kubelet("x", "v1.29.0")]),
-            NativeSidecars::Unavailable("node pool-a-3 runs kubelet v1.28.9".into())
-        );
-        assert_eq!(
-            decide_native_sidecars("v1.30.2", &[kubelet("b", "v1.28.9"), kubelet("a", "v1.28.9")]),
-            NativeSidecars::Unavailable("node a runs kubelet v1.28.9 (and 1 more node older than 1.29)".into())
-        );
-    }
-
-    #[test]
-    fn unreadable_versions_count_as_too_old() {
-        assert!(matches!(
-            decide_native_sidecars("v1.30.0", &[kubelet("odd", "custom-build")]),
-            NativeSidecars::Unavailable(r) if r == "node odd reports an unreadable kubelet version `custom-build`"
-        ));
-        assert!(!decide_native_sidecars("garbage", &[]).is_available());
     }
 
     #[test]
@@ -949,75 +701,6 @@ mod tests {
         assert!(node.spec.is_none() && node.metadata.labels.is_none());
         assert!(node.status.as_ref().unwrap().images.is_none());
         assert_eq!(node_kubelet(&Node::default()), None);
-    }
-
-    #[test]
-    fn no_annotations_means_the_policy_applies() {
-        assert_eq!(namespace_settings(&BTreeMap::new()), (NamespaceSettings::default(), vec![]));
-    }
-
-    #[test]
-    fn reads_every_namespace_setting() {
-        let (settings, problems) = namespace_settings(&annotations(&[
-            (DEFAULT_REQUESTS_ANNOTATION, "cpu=100m, memory=128Mi"),
-            (DEFAULT_SIDECAR_REQUESTS_ANNOTATION, "cpu=10m,memory=32Mi"),
-            (DEFAULT_PROBES_ANNOTATION, "readiness,liveness"),
-            (NAMESPACE_OPT_OUT_ANNOTATION, "false"),
-            ("team.example.com/owner", "payments"),
-        ]));
-        assert_eq!(problems, Vec::<String>::new());
-        assert!(!settings.opted_out);
-        assert_eq!(
-            settings.default_requests,
-            Some(ResourceDefaults::parse_annotation("cpu=100m,memory=128Mi").unwrap())
-        );
-        assert_eq!(
-            settings.default_sidecar_requests,
-            Some(ResourceDefaults::parse_annotation("cpu=10m,memory=32Mi").unwrap())
-        );
-        assert_eq!((settings.readiness_probes, settings.liveness_probes), (Some(true), Some(true)));
-    }
-
-    #[test]
-    fn probe_settings() {
-        let probes = |v: &str| {
-            let (s, p) = namespace_settings(&annotations(&[(DEFAULT_PROBES_ANNOTATION, v)]));
-            (s.readiness_probes, s.liveness_probes, p.len())
-        };
-        assert_eq!(probes("none"), (Some(false), Some(false), 0));
-        assert_eq!(probes("readiness"), (Some(true), Some(false), 0));
-        assert_eq!(probes("Liveness, readiness"), (Some(true), Some(true), 0));
-        assert_eq!(probes("startup"), (None, None, 1));
-        assert_eq!(probes(""), (None, None, 1));
-    }
-
-    #[test]
-    fn bad_values_are_ignored_and_reported() {
-        let (settings, problems) = namespace_settings(&annotations(&[
-            (DEFAULT_REQUESTS_ANNOTATION, "cpu=lots"),
-            (DEFAULT_SIDECAR_REQUESTS_ANNOTATION, "memory"),
-            (DEFAULT_PROBES_ANNOTATION, "readyness"),
-            ("podmedic.io/default-request", "cpu=1"),
-            (crate::mutate::SKIP_ANNOTATION, "true"),
-            (crate::mutate::SIDECARS_ANNOTATION, "proxy"),
-        ]));
-        assert_eq!(settings, NamespaceSettings::default());
-        assert_eq!(problems.len(), 5, "{problems:#?}");
-        assert!(problems.iter().any(|p| p.starts_with("podmedic.io/default-requests: `cpu=lots`")));
-        assert!(problems.iter().any(|p| p.contains("podmedic.io/default-request is not a namespace setting")));
-        assert!(problems.iter().any(|p| p.contains("use podmedic.io/disabled")));
-    }
-
-    #[test]
-    fn opt_out_errs_on_the_side_of_leaving_the_namespace_alone() {
-        let opt_out = |v: &str| {
-            let (s, p) = namespace_settings(&annotations(&[(NAMESPACE_OPT_OUT_ANNOTATION, v)]));
-            (s.opted_out, p.len())
-        };
-        assert_eq!(opt_out("true"), (true, 0));
-        assert_eq!(opt_out("True"), (true, 0));
-        assert_eq!(opt_out("false"), (false, 0));
-        assert_eq!(opt_out("yes"), (true, 1));
     }
 
     #[test]

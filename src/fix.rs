@@ -12,8 +12,7 @@ use anyhow::Context as _;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::config::Policy;
-use crate::mutate::{self, Context, NativeSidecars};
+use podmedic_engine::{Context, KubeVersion, NativeSidecars, Policy, mutate_value};
 
 /// Output format of `podmedic fix`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -107,25 +106,13 @@ impl Fixed {
     }
 }
 
-/// Parses `1.28`, `v1.28` or `1.28.3` into (major, minor).
-pub fn parse_kubernetes_version(text: &str) -> Option<(u32, u32)> {
-    let text = text.trim().trim_start_matches('v');
-    let mut parts = text.split(['.', '-', '+']);
-    let major = parts.next()?.parse().ok()?;
-    let minor = parts.next()?.parse().ok()?;
-    Some((major, minor))
-}
-
 /// Runs `podmedic fix`: exit 0, or 1 with `--check` when something would change.
 pub fn run(args: &FixArgs) -> anyhow::Result<ExitCode> {
-    let policy = match &args.policy {
-        Some(path) => Policy::load(path)?,
-        None => Policy::builtin(),
-    };
+    let policy = Policy::load_or_builtin(args.policy.as_deref())?;
     let native = match &args.kubernetes_version {
         Some(v) => {
-            let (major, minor) = parse_kubernetes_version(v).ok_or_else(|| FixError::Version(v.clone()))?;
-            NativeSidecars::for_version(major, minor)
+            let version = KubeVersion::parse(v).ok_or_else(|| FixError::Version(v.clone()))?;
+            NativeSidecars::for_version(version.major, version.minor)
         }
         None => NativeSidecars::Available,
     };
@@ -238,7 +225,7 @@ fn fix_document(input: &str, document: usize, before: Value, ctx: &Context<'_>) 
     if before.get("kind").and_then(Value::as_str).is_some_and(|k| k == "List" || k.ends_with("List")) {
         if let Some(items) = after.get_mut("items").and_then(Value::as_array_mut) {
             for (j, item) in items.iter_mut().enumerate() {
-                let m = mutate::mutate_value(item, ctx).map_err(|e| error(format!("items[{j}]: {e}")))?;
+                let m = mutate_value(item, ctx).map_err(|e| error(format!("items[{j}]: {e}")))?;
                 json_patch::patch(item, &m.patch).map_err(|e| error(format!("items[{j}]: {e}")))?;
                 let item_label = self::label(item);
                 warnings.extend(m.warnings.into_iter().map(|w| format!("{item_label}: {w}")));
@@ -246,7 +233,7 @@ fn fix_document(input: &str, document: usize, before: Value, ctx: &Context<'_>) 
             }
         }
     } else {
-        let m = mutate::mutate_value(&before, ctx).map_err(|e| error(e.to_string()))?;
+        let m = mutate_value(&before, ctx).map_err(|e| error(e.to_string()))?;
         json_patch::patch(&mut after, &m.patch).map_err(|e| error(e.to_string()))?;
         warnings = m.warnings;
         notes = m.notes;
@@ -311,10 +298,11 @@ mod tests {
 
     #[test]
     fn parses_kubernetes_versions() {
-        assert_eq!(parse_kubernetes_version("1.28"), Some((1, 28)));
-        assert_eq!(parse_kubernetes_version("v1.30.2-gke.1"), Some((1, 30)));
-        assert_eq!(parse_kubernetes_version("1"), None);
-        assert_eq!(parse_kubernetes_version("one.two"), None);
+        let major_minor = |text: &str| KubeVersion::parse(text).map(|v| (v.major, v.minor));
+        assert_eq!(major_minor("1.28"), Some((1, 28)));
+        assert_eq!(major_minor("v1.30.2-gke.1"), Some((1, 30)));
+        assert_eq!(major_minor("1"), None);
+        assert_eq!(major_minor("one.two"), None);
     }
 
     #[test]

@@ -9,15 +9,12 @@
 //! settings, and [`audit`] reports on a live cluster. The binary (`src/main.rs`) parses the [`cli`] and runs the
 //! chosen subcommand.
 
-pub mod admission;
 pub mod audit;
 pub mod certs;
 pub mod cli;
 pub mod cluster;
-pub mod config;
 pub mod fix;
 pub mod metrics;
-pub mod mutate;
 pub mod readiness;
 pub mod server;
 pub mod tls;

@@ -14,7 +14,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::admission::Admission;
+use podmedic_engine::admission::Admission;
 
 /// The `Content-Type` of [`Metrics::encode`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -157,8 +157,8 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::admission::Outcome;
-    use crate::mutate::ChangeKind;
+    use podmedic_engine::ChangeKind;
+    use podmedic_engine::admission::Outcome;
 
     #[test]
     fn an_admission_shows_in_the_text_output() {

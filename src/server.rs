@@ -35,10 +35,11 @@ use tower::limit::ConcurrencyLimitLayer;
 use tower::load_shed::LoadShedLayer;
 use tower_http::catch_panic::{CatchPanicLayer, ResponseForPanic};
 
-use crate::admission::{self, Admission, Environment};
+use podmedic_engine::admission::{self, Admission, Environment};
+use podmedic_engine::policy::{Policy, PolicyError};
+
 use crate::cli::ServeArgs;
 use crate::cluster::ClusterWatch;
-use crate::config::{Policy, PolicyError};
 use crate::metrics::{self, Metrics, reason};
 use crate::readiness::Readiness;
 use crate::tls::{self, CertFiles, CertReloader, CertResolver, TlsError};
@@ -154,14 +155,10 @@ pub fn default_ephemeral_ca_file() -> PathBuf {
 /// `--native-sidecars auto` branch with a watcher and registers its own readiness gate.
 pub async fn build_environment(args: &ServeArgs, readiness: &Readiness) -> Result<Environment, ServeError> {
     let policy_gate = readiness.gate("policy");
-    let policy = match &args.policy {
-        Some(path) => {
-            let policy = Policy::load(path)?;
-            tracing::info!(policy = %path.display(), "loaded the policy file");
-            policy
-        }
-        None => Policy::builtin(),
-    };
+    let policy = Policy::load_or_builtin(args.policy.as_deref())?;
+    if let Some(path) = &args.policy {
+        tracing::info!(policy = %path.display(), "loaded the policy file");
+    }
     policy_gate.open();
     let cluster_gate = readiness.gate("cluster");
     let watch = Arc::new(ClusterWatch::start(args.native_sidecars, args.kubeconfig.as_deref()).await?);

@@ -47,7 +47,7 @@ async fn podmedic_fixes_what_the_api_server_stores() {
     let version = client.apiserver_version().await.expect("the e2e cluster's API server must answer");
     let text = podmedic::cluster::api_server_version_text(&version);
     assert!(
-        podmedic::cluster::KubeVersion::parse(&text).is_some_and(|v| v.supports_native_sidecars()),
+        podmedic_engine::KubeVersion::parse(&text).is_some_and(|v| v.supports_native_sidecars()),
         "the e2e cluster runs {text}; native sidecars need Kubernetes 1.29 or newer"
     );
 

@@ -200,7 +200,7 @@ async fn without_certificates_an_ephemeral_ca_is_written_and_used() {
         shutdown_delay: Duration::ZERO,
     };
     let environment =
-        podmedic::admission::Environment::standalone(std::sync::Arc::new(podmedic::config::Policy::builtin()));
+        podmedic_engine::admission::Environment::standalone(std::sync::Arc::new(podmedic_engine::Policy::builtin()));
     let readiness = podmedic::readiness::Readiness::new();
     let server = Server::bind(config, environment, readiness, Default::default()).await.unwrap();
     let addr = server.local_addr();

@@ -16,12 +16,12 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::{HeaderMap, Request, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use podmedic::admission::Environment;
-use podmedic::config::Policy;
 use podmedic::metrics::Metrics;
 use podmedic::readiness::Readiness;
 use podmedic::server::{CertificateSource, Server, ServerConfig};
 use podmedic::tls::CertFiles;
+use podmedic_engine::Policy;
+use podmedic_engine::admission::Environment;
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,

@@ -7,10 +7,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use podmedic::admission::{Environment, admit};
-use podmedic::config::Policy;
+use podmedic_engine::Policy;
+use podmedic_engine::admission::{Environment, admit};
 
-#[path = "../../../benches/admission/bodies.rs"]
+#[path = "../../../crates/podmedic-engine/benches/admission/bodies.rs"]
 mod bodies;
 
 /// One body's figures.

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use podmedic::admission::{Environment, admit};
-use podmedic::config::Policy;
+use podmedic_engine::Policy;
+use podmedic_engine::admission::{Environment, admit};
 
 use crate::client::{self, Client, Mode, Outcome};
 use crate::procs::{self, RssSampler, Server, Setup, Target};

@@ -6,12 +6,12 @@
 
 use std::sync::Arc;
 
-use podmedic::admission::{Environment, Outcome, admit};
-use podmedic::config::Policy;
+use podmedic_engine::Policy;
+use podmedic_engine::admission::{Environment, Outcome, admit};
 use serde_json::Value;
 
 fn regression(name: &str) -> Vec<u8> {
-    std::fs::read(format!("{}/fuzz/regressions/admit/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    std::fs::read(format!("{}/../../fuzz/regressions/admit/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
 }
 
 /// `metadata: []` in a Job used to read as empty metadata (serde accepts an array for a struct),

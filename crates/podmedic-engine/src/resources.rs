@@ -9,14 +9,15 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
-use super::patch::PatchBuilder;
-use super::pod::{PodTarget, Slot};
-use super::{Change, ChangeKind, Context, quantity};
-use crate::config::ResourceDefaults;
+use crate::kubernetes::quantity;
+use crate::patch::PatchBuilder;
+use crate::plan::{PodTarget, Slot};
+use crate::policy::ResourceDefaults;
+use crate::{Change, ChangeKind, Context};
 
 /// Effective default-request settings: the policy, overridden by the namespace.
 #[derive(Debug)]
-pub(super) struct Settings<'c> {
+pub(crate) struct Settings<'c> {
     /// Defaults are on (policy switch or a namespace annotation).
     pub enabled: bool,
     /// For regular and init containers.
@@ -41,7 +42,7 @@ impl<'c> Settings<'c> {
 }
 
 /// Adds default requests where they are missing.
-pub(super) fn add_default_requests(
+pub(crate) fn add_default_requests(
     target: &PodTarget<'_>,
     slots: &[Slot<'_>],
     settings: &Settings<'_>,

@@ -1,33 +1,41 @@
 //! AdmissionReview in, AdmissionReview out: decode, dispatch by kind and operation, encode.
 //!
-//! The request envelope is decoded by [`ReviewEnvelope`], a borrowed view of the body. kube's
+//! The request envelope is decoded by [`envelope`], a borrowed view of the body. kube's
 //! `AdmissionReview<T>` flattens its type meta, which makes serde buffer the whole request (object
 //! *and* oldObject) into an intermediate tree before `T` is built; on the path every Pod of the
-//! cluster takes, that costs more than the mutation itself.
+//! cluster takes, that costs more than the mutation itself. The engine therefore reads the
+//! envelope itself and needs no Kubernetes client library.
 //!
 //! The body is read in one pass: the envelope with `object` decoded straight into the engine's
-//! [`view::Object`]. Only when that fails is the body read again with `object` kept as a
+//! [`Object`] view. Only when that fails is the body read again with `object` kept as a
 //! [`RawValue`] slice: that pass tells a body that is not an AdmissionReview (HTTP 400) from an
 //! object the engine cannot read (allowed with a warning), and names the field. Reading the body
 //! three times (the envelope skipping over the object to capture it, the engine's view with path
 //! tracking, the object again for `generateName`) used to cost more than parsing it into a
 //! `serde_json::Value`.
-//! The response is built with kube's [`AdmissionResponse`] from a kube [`AdmissionRequest`], so the
-//! uid is always echoed and the patch is encoded the way kube does it.
+//!
+//! The response is built from the request (see [`response`]), so the uid is always echoed.
 //!
 //! podmedic fails open: when the engine cannot handle an object, the object is allowed unchanged
 //! with a warning `podmedic skipped this object: <reason>`.
 
-use std::borrow::Cow;
+mod envelope;
+mod response;
+
 use std::sync::Arc;
 
-use kube::core::admission::{AdmissionRequest, AdmissionResponse, Operation};
-use kube::core::{DynamicObject, GroupVersionKind, GroupVersionResource, TypeMeta};
-use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::config::Policy;
-use crate::mutate::{self, ChangeKind, Context, MutateError, NamespaceSettings, NativeSidecars, view};
+use crate::object::Object;
+use crate::policy::Policy;
+use crate::{ChangeKind, Context, MutateError, Mutation, NamespaceSettings, NativeSidecars, shorten_warning};
+use envelope::{Operation, ReceivedObject, RequestEnvelope, ReviewEnvelope, decode_error};
+use response::Response;
+
+/// The `apiVersion` of the AdmissionReviews podmedic answers.
+pub const API_VERSION: &str = "admission.k8s.io/v1";
+/// The `kind` of an AdmissionReview.
+pub const KIND: &str = "AdmissionReview";
 
 /// Where per-namespace settings come from (a watched namespace cache in a cluster).
 pub trait NamespaceLookup: Send + Sync {
@@ -167,83 +175,11 @@ pub struct Admission {
     pub skip_reason: Option<(&'static str, String)>,
 }
 
-/// The parts of an AdmissionReview podmedic reads; `O` is how the object is held (see
-/// [`ReceivedObject`]).
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", bound(deserialize = "O: Deserialize<'de>"))]
-struct ReviewEnvelope<'a, O> {
-    #[serde(default, borrow)]
-    api_version: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
-    kind: Option<Cow<'a, str>>,
-    #[serde(default)]
-    request: Option<RequestEnvelope<O>>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", bound(deserialize = "O: Deserialize<'de>"))]
-struct RequestEnvelope<O> {
-    uid: String,
-    kind: GroupVersionKind,
-    resource: GroupVersionResource,
-    #[serde(default)]
-    sub_resource: Option<String>,
-    #[serde(default)]
-    name: String,
-    #[serde(default)]
-    namespace: Option<String>,
-    operation: Operation,
-    #[serde(default)]
-    object: Option<O>,
-    #[serde(default)]
-    dry_run: bool,
-}
-
-/// The object of a request, as the engine receives it.
-trait ReceivedObject {
-    /// `metadata.generateName`, for the logs.
-    fn generate_name(&self) -> Option<String>;
-    /// Runs the engine.
-    fn mutate(&self, ctx: &Context<'_>) -> Result<mutate::Mutation, MutateError>;
-}
-
-/// Decoded with the envelope, in the same pass (the fast path).
-impl ReceivedObject for view::Object<'_> {
-    fn generate_name(&self) -> Option<String> {
-        self.metadata.as_ref()?.generate_name.as_ref().map(|g| g.as_str().to_owned())
-    }
-
-    fn mutate(&self, ctx: &Context<'_>) -> Result<mutate::Mutation, MutateError> {
-        Ok(mutate::mutate_view(self, ctx))
-    }
-}
-
-/// Kept as raw JSON, decoded by the engine itself (the slow path: precise errors).
-impl ReceivedObject for &RawValue {
-    fn generate_name(&self) -> Option<String> {
-        #[derive(Deserialize)]
-        struct Meta<'a> {
-            #[serde(default, borrow, rename = "generateName")]
-            generate_name: Option<Cow<'a, str>>,
-        }
-        #[derive(Deserialize)]
-        struct Obj<'a> {
-            #[serde(default, borrow)]
-            metadata: Option<Meta<'a>>,
-        }
-        serde_json::from_str::<Obj<'_>>(self.get()).ok()?.metadata?.generate_name.map(Cow::into_owned)
-    }
-
-    fn mutate(&self, ctx: &Context<'_>) -> Result<mutate::Mutation, MutateError> {
-        mutate::mutate_json(self.get(), ctx)
-    }
-}
-
 /// Decodes an AdmissionReview, runs the engine where podmedic acts, and encodes the response.
 pub fn admit(body: &[u8], env: &Environment) -> Result<Admission, ReviewError> {
     // One pass over the body. A panic while decoding falls back to the slow path too, whose engine
     // call is guarded (fail open).
-    let fast = std::panic::catch_unwind(|| serde_json::from_slice::<ReviewEnvelope<'_, view::Object<'_>>>(body));
+    let fast = std::panic::catch_unwind(|| serde_json::from_slice::<ReviewEnvelope<'_, Object<'_>>>(body));
     if let Ok(Ok(envelope)) = fast {
         return answer(envelope, env);
     }
@@ -255,76 +191,57 @@ pub fn admit(body: &[u8], env: &Environment) -> Result<Admission, ReviewError> {
 fn answer<O: ReceivedObject>(envelope: ReviewEnvelope<'_, O>, env: &Environment) -> Result<Admission, ReviewError> {
     let api_version = envelope.api_version.as_deref().unwrap_or_default();
     let kind = envelope.kind.as_deref().unwrap_or_default();
-    if api_version != kube::core::admission::META_API_VERSION_V1 || kind != kube::core::admission::META_KIND {
+    if api_version != API_VERSION || kind != KIND {
         return Err(ReviewError::WrongType { api_version: api_version.to_owned(), kind: kind.to_owned() });
     }
-    let request = envelope.request.ok_or(ReviewError::MissingRequest)?;
-    let object_name = object_display_name(&request);
-
-    let kube_request = AdmissionRequest::<DynamicObject> {
-        types: TypeMeta { api_version: api_version.to_owned(), kind: kind.to_owned() },
-        uid: request.uid,
-        kind: request.kind,
-        resource: request.resource,
-        sub_resource: request.sub_resource,
-        request_kind: None,
-        request_resource: None,
-        request_sub_resource: None,
-        name: request.name,
-        namespace: request.namespace,
-        operation: request.operation,
-        user_info: Default::default(),
-        object: None,
-        old_object: None,
-        dry_run: request.dry_run,
-        options: None,
-    };
-    let mut response = AdmissionResponse::from(&kube_request);
+    let mut request = envelope.request.ok_or(ReviewError::MissingRequest)?;
+    let acts = acts_on(&request);
     let mut admission = Admission {
         body: Vec::new(),
-        uid: kube_request.uid.clone(),
-        kind: kube_request.kind.kind.clone(),
-        namespace: kube_request.namespace.clone().unwrap_or_default(),
-        name: object_name,
-        operation: operation_label(&kube_request.operation),
+        name: request.display_name(),
+        uid: request.uid,
+        kind: request.kind.kind,
+        namespace: request.namespace.clone().unwrap_or_default(),
+        operation: request.operation.label(),
         outcome: Outcome::Ignored,
         changes: Vec::new(),
         warnings: 0,
         skip_reason: None,
     };
+    let mut response = Response::default();
 
     // Taken by value: the decoded object (with a large Pod, most of this request's memory) is
     // dropped once the engine has run, before the response is encoded.
-    if let Some(object) = request.object.filter(|_| acts_on(&kube_request)) {
-        let namespace = kube_request.namespace.as_deref().and_then(|ns| env.namespaces.settings(ns));
+    if let Some(object) = request.object.take().filter(|_| acts) {
+        let namespace = request.namespace.as_deref().and_then(|ns| env.namespaces.settings(ns));
         if !namespace.as_deref().is_some_and(|n| n.opted_out) {
             let capability = env.capability.native_sidecars();
             let ctx = Context { policy: &env.policy, native_sidecars: &capability, namespace: namespace.as_deref() };
-            response = respond(response, &object, &ctx, kube_request.dry_run, &mut admission)?;
+            respond(&mut response, &object, &ctx, request.dry_run, &mut admission)?;
         }
     }
 
-    admission.body = encode(&response)?;
+    admission.body = response.encode(&admission.uid)?;
     Ok(admission)
 }
 
 /// Runs the engine on the object and fills in the response.
 fn respond(
-    mut response: AdmissionResponse,
+    response: &mut Response,
     object: &impl ReceivedObject,
     ctx: &Context<'_>,
     dry_run: bool,
     admission: &mut Admission,
-) -> Result<AdmissionResponse, ReviewError> {
+) -> Result<(), ReviewError> {
     let mutation = match guarded_mutate(object, ctx) {
         Ok(m) => m,
         Err(err) => {
             let message = err.to_string();
-            response.warnings = Some(vec![mutate::shorten_warning(format!("podmedic skipped this object: {message}"))]);
+            response.warnings = vec![shorten_warning(format!("podmedic skipped this object: {message}"))];
             admission.outcome = Outcome::Skipped;
             admission.warnings = 1;
             admission.skip_reason = Some((err.metric_label(), message));
-            return Ok(response);
+            return Ok(());
         }
     };
     let mut warnings = mutation.warnings;
@@ -334,10 +251,7 @@ fn respond(
             let summary: Vec<String> = mutation.changes.iter().map(ToString::to_string).collect();
             warnings.insert(
                 0,
-                mutate::shorten_warning(format!(
-                    "podmedic (dry run, not applied) would change: {}",
-                    summary.join("; ")
-                )),
+                shorten_warning(format!("podmedic (dry run, not applied) would change: {}", summary.join("; "))),
             );
         }
         admission.outcome = Outcome::Ignored;
@@ -345,18 +259,16 @@ fn respond(
         admission.outcome = Outcome::Unchanged;
     } else {
         admission.changes = mutation.changes.iter().map(|c| c.kind).collect();
-        response = response.with_patch(mutation.patch).map_err(|e| ReviewError::Encode(e.to_string()))?;
+        response.set_patch(&mutation.patch)?;
         admission.outcome = Outcome::Patched;
     }
     admission.warnings = warnings.len();
-    if !warnings.is_empty() {
-        response.warnings = Some(warnings);
-    }
-    Ok(response)
+    response.warnings = warnings;
+    Ok(())
 }
 
 /// The engine, with a panic in it turned into a skip: a bug in one rule must not deny or drop Pods.
-fn guarded_mutate(object: &impl ReceivedObject, ctx: &Context<'_>) -> Result<mutate::Mutation, SkipReason> {
+fn guarded_mutate(object: &impl ReceivedObject, ctx: &Context<'_>) -> Result<Mutation, SkipReason> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| object.mutate(ctx)))
         .map_err(|_| SkipReason::Panic)?
         .map_err(SkipReason::Engine)
@@ -381,88 +293,15 @@ impl SkipReason {
 
 /// Which requests podmedic mutates: CREATE of Pods, Jobs and CronJobs, UPDATE of CronJobs.
 /// Subresources (status, ephemeralcontainers, binding) are never mutated.
-fn acts_on(req: &AdmissionRequest<DynamicObject>) -> bool {
+fn acts_on<O>(req: &RequestEnvelope<O>) -> bool {
     if req.sub_resource.as_deref().is_some_and(|s| !s.is_empty()) {
         return false;
     }
     let gvk = &req.kind;
     matches!(
-        (gvk.group.as_str(), gvk.version.as_str(), gvk.kind.as_str(), &req.operation),
+        (gvk.group.as_str(), gvk.version.as_str(), gvk.kind.as_str(), req.operation),
         ("", "v1", "Pod", Operation::Create)
             | ("batch", "v1", "Job", Operation::Create)
             | ("batch", "v1", "CronJob", Operation::Create | Operation::Update)
     )
-}
-
-/// The AdmissionReview response on the wire.
-///
-/// kube's `AdmissionResponse` is what we build; it serializes its patch (`Vec<u8>`) as a JSON array
-/// of numbers. Kubernetes defines the field as Go `[]byte`, whose JSON form is base64; the array
-/// happens to decode too, but it is three to four times larger. So the envelope is encoded here,
-/// from kube's response, with the patch in base64.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct WireReview<'r> {
-    api_version: &'static str,
-    kind: &'static str,
-    response: WireResponse<'r>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct WireResponse<'r> {
-    uid: &'r str,
-    allowed: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    patch: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    patch_type: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    warnings: Option<&'r [String]>,
-}
-
-fn encode(response: &AdmissionResponse) -> Result<Vec<u8>, ReviewError> {
-    use base64::Engine as _;
-    let patch = response.patch.as_deref().map(|p| base64::engine::general_purpose::STANDARD.encode(p));
-    let wire = WireReview {
-        api_version: kube::core::admission::META_API_VERSION_V1,
-        kind: kube::core::admission::META_KIND,
-        response: WireResponse {
-            uid: &response.uid,
-            allowed: response.allowed,
-            patch_type: patch.as_ref().map(|_| "JSONPatch"),
-            patch,
-            warnings: response.warnings.as_deref(),
-        },
-    };
-    serde_json::to_vec(&wire).map_err(|e| ReviewError::Encode(e.to_string()))
-}
-
-fn operation_label(op: &Operation) -> &'static str {
-    match op {
-        Operation::Create => "CREATE",
-        Operation::Update => "UPDATE",
-        Operation::Delete => "DELETE",
-        Operation::Connect => "CONNECT",
-    }
-}
-
-fn object_display_name<O: ReceivedObject>(req: &RequestEnvelope<O>) -> String {
-    if !req.name.is_empty() {
-        return req.name.clone();
-    }
-    // A Pod made by a controller has only generateName; read it from the object for the logs.
-    req.object.as_ref().and_then(ReceivedObject::generate_name).map(|g| format!("{g}*")).unwrap_or_default()
-}
-
-/// Builds a clear decode error, naming the field where decoding failed.
-fn decode_error(body: &[u8], err: serde_json::Error) -> ReviewError {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return ReviewError::Decode("the body is empty".into());
-    }
-    let mut de = serde_json::Deserializer::from_slice(body);
-    match serde_path_to_error::deserialize::<_, ReviewEnvelope<'_, &RawValue>>(&mut de) {
-        Err(e) if e.path().to_string() != "." => ReviewError::Decode(format!("at `{}`: {}", e.path(), e.inner())),
-        _ => ReviewError::Decode(err.to_string()),
-    }
 }

@@ -5,12 +5,12 @@
 use std::sync::Arc;
 
 use base64::Engine as _;
-use podmedic::admission::{Environment, Outcome, admit};
-use podmedic::config::Policy;
+use podmedic_engine::Policy;
+use podmedic_engine::admission::{Environment, Outcome, admit};
 use serde_json::Value;
 
 fn review(name: &str) -> Vec<u8> {
-    std::fs::read(format!("{}/tests/fixtures/admission-reviews/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    std::fs::read(format!("{}/../../tests/fixtures/admission-reviews/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
 }
 
 fn env() -> Environment {

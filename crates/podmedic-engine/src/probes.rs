@@ -9,11 +9,11 @@ use std::collections::BTreeSet;
 
 use serde_json::{Value, json};
 
-use super::patch::PatchBuilder;
-use super::pod::{PodTarget, Section, Slot};
-use super::view::Container;
-use super::{Change, ChangeKind, Context};
-use crate::config::ProbeProfile;
+use crate::object::Container;
+use crate::patch::PatchBuilder;
+use crate::plan::{PodTarget, Section, Slot};
+use crate::policy::ProbeProfile;
+use crate::{Change, ChangeKind, Context};
 
 /// Startup probe period.
 pub const STARTUP_PERIOD_SECONDS: u32 = 1;
@@ -21,7 +21,7 @@ pub const STARTUP_PERIOD_SECONDS: u32 = 1;
 pub const STARTUP_FAILURE_THRESHOLD: u32 = 60;
 
 /// Adds startup probes to the sidecars moved in this mutation.
-pub(super) fn add_startup_probes(
+pub(crate) fn add_startup_probes(
     target: &PodTarget<'_>,
     slots: &[Slot<'_>],
     patch: &mut PatchBuilder,
@@ -148,7 +148,7 @@ impl Setting {
 
 /// Adds the flags to `args` and the variables to `env`, creating each list once when it is missing;
 /// flags go before a `--` terminator when there is one.
-fn apply_settings(c: &Container<'_>, at: &super::patch::Location, settings: &[Setting], patch: &mut PatchBuilder) {
+fn apply_settings(c: &Container<'_>, at: &crate::patch::Location, settings: &[Setting], patch: &mut PatchBuilder) {
     let args: Vec<Value> =
         settings.iter().filter_map(|s| if let Setting::Arg(a) = s { Some(json!(a)) } else { None }).collect();
     let env: Vec<Value> = settings
@@ -309,7 +309,7 @@ fn health_check_v1(c: &Container<'_>, used: &BTreeSet<i64>) -> Result<ProbePlan,
 /// Opt-in probes for long-running Pods: a TCP readiness probe (and, only when asked, a TCP
 /// liveness probe with generous thresholds) on the first declared port of each regular container
 /// that has no probe at all.
-pub(super) fn add_long_running_probes(
+pub(crate) fn add_long_running_probes(
     target: &PodTarget<'_>,
     slots: &[Slot<'_>],
     ctx: &Context<'_>,

@@ -19,8 +19,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use podmedic::admission::{Environment, admit};
-use podmedic::config::Policy;
+use podmedic_engine::Policy;
+use podmedic_engine::admission::{Environment, admit};
 use serde_json::Value;
 
 #[path = "admission/bodies.rs"]

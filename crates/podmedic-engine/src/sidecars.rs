@@ -1,20 +1,21 @@
 //! Which containers are long-running sidecars, and how they move into `initContainers`.
 //!
-//! Order of the rules: `podmedic.io/skip` (in [`super::pod`]), then workloads that manage their own
+//! Order of the rules: `podmedic.io/skip` (in [`crate::plan`]), then workloads that manage their own
 //! containers, then the `podmedic.io/sidecars` annotation, then the catalogue.
 
 use serde_json::Value;
 
-use super::image::ImageRef;
-use super::patch::PatchBuilder;
-use super::pod::{PodTarget, Section, Slot};
-use super::view::Container;
-use super::{Change, ChangeKind, Context, SIDECAR_POSITION_ANNOTATION, SIDECARS_ANNOTATION};
-use crate::config::{Policy, SidecarProfile};
+use crate::annotations::{SIDECAR_POSITION_ANNOTATION, SIDECARS_ANNOTATION};
+use crate::kubernetes::ImageRef;
+use crate::object::Container;
+use crate::patch::PatchBuilder;
+use crate::plan::{PodTarget, Section, Slot};
+use crate::policy::{Policy, SidecarProfile};
+use crate::{Change, ChangeKind, Context};
 
 /// The sidecars chosen to move, in the order they will stand in `initContainers`.
 #[derive(Debug, Default)]
-pub(super) struct Selection<'v> {
+pub(crate) struct Selection<'v> {
     /// (index in `containers`, catalogue entry if known), mesh proxies first.
     pub moved: Vec<(usize, Option<&'v SidecarProfile>)>,
     /// Place them before the regular init containers (after the mesh's own).
@@ -22,7 +23,7 @@ pub(super) struct Selection<'v> {
 }
 
 /// The name of the self-managed workload kind the pod belongs to, if any.
-pub(super) fn self_managed<'p>(target: &PodTarget<'_>, policy: &'p Policy) -> Option<&'p str> {
+pub(crate) fn self_managed<'p>(target: &PodTarget<'_>, policy: &'p Policy) -> Option<&'p str> {
     let metas = [target.object_meta, target.pod_meta];
     let names = || target.containers().iter().chain(target.init_containers()).map(|c| c.name.as_str());
     policy.self_managed_workloads.iter().find_map(|w| {
@@ -34,7 +35,7 @@ pub(super) fn self_managed<'p>(target: &PodTarget<'_>, policy: &'p Policy) -> Op
 }
 
 /// Whether `word` appears as a whole word (or `word=...`) in the container's command line.
-pub(super) fn argv_has_word(container: &Container<'_>, word: &str) -> bool {
+pub(crate) fn argv_has_word(container: &Container<'_>, word: &str) -> bool {
     container
         .argv()
         .flat_map(str::split_whitespace)
@@ -42,13 +43,13 @@ pub(super) fn argv_has_word(container: &Container<'_>, word: &str) -> bool {
 }
 
 /// The catalogue entry a container matches.
-pub(super) fn profile_for<'p>(policy: &'p Policy, container: &Container<'_>) -> Option<&'p SidecarProfile> {
+pub(crate) fn profile_for<'p>(policy: &'p Policy, container: &Container<'_>) -> Option<&'p SidecarProfile> {
     let image = container.image.as_deref().map(ImageRef::parse);
     policy.sidecar_for(&container.name, image.as_ref(), &|word| argv_has_word(container, word))
 }
 
 /// Chooses the sidecars of a run-to-completion pod.
-pub(super) fn select<'v>(
+pub(crate) fn select<'v>(
     target: &PodTarget<'v>,
     ctx: &Context<'v>,
     warnings: &mut Vec<String>,
@@ -106,7 +107,7 @@ pub(super) fn select<'v>(
         ));
         return Selection::default();
     }
-    if let super::NativeSidecars::Unavailable(reason) = ctx.native_sidecars {
+    if let crate::NativeSidecars::Unavailable(reason) = ctx.native_sidecars {
         warnings.push(format!("native sidecars are not available ({reason}), so {} did not move", names()));
         return Selection::default();
     }
@@ -126,7 +127,7 @@ pub(super) fn select<'v>(
 }
 
 /// Emits the moves and returns every container at its final position.
-pub(super) fn apply_moves<'v>(
+pub(crate) fn apply_moves<'v>(
     target: &PodTarget<'v>,
     selection: &Selection<'v>,
     policy: &Policy,
@@ -208,6 +209,6 @@ fn first_position(target: &PodTarget<'_>, policy: &Policy) -> usize {
 }
 
 /// Whether a container is a service mesh proxy (by the catalogue).
-pub(super) fn is_mesh_proxy(policy: &Policy, container: &Container<'_>) -> bool {
+pub(crate) fn is_mesh_proxy(policy: &Policy, container: &Container<'_>) -> bool {
     profile_for(policy, container).is_some_and(|p| p.mesh)
 }

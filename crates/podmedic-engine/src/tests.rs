@@ -3,7 +3,7 @@
 use serde_json::{Value, json};
 
 use super::*;
-use crate::config::Policy;
+use crate::annotations::CHANGES_ANNOTATION;
 
 fn yaml(text: &str) -> Value {
     yaml_serde::from_str(text).unwrap()
@@ -461,7 +461,7 @@ fn default_requests_fill_gaps_only_and_respect_limits() {
 #[test]
 fn namespace_settings_enable_defaults_and_probes() {
     let ns = NamespaceSettings {
-        default_requests: Some(crate::config::ResourceDefaults::parse_annotation("cpu=250m,memory=256Mi").unwrap()),
+        default_requests: Some(crate::policy::ResourceDefaults::parse_annotation("cpu=250m,memory=256Mi").unwrap()),
         readiness_probes: Some(true),
         ..Default::default()
     };

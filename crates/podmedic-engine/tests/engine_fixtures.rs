@@ -2,13 +2,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use podmedic::config::Policy;
-use podmedic::mutate::{CHANGES_ANNOTATION, Context, NativeSidecars, mutate_value};
+use podmedic_engine::annotations::CHANGES_ANNOTATION;
+use podmedic_engine::{Context, NativeSidecars, Policy, mutate_value};
 use serde::Deserialize;
 use serde_json::Value;
 
 fn documents(file: &str) -> Vec<Value> {
-    let path = format!("{}/tests/fixtures/manifests/{file}", env!("CARGO_MANIFEST_DIR"));
+    let path = format!("{}/../../tests/fixtures/manifests/{file}", env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(&path).unwrap();
     yaml_serde::Deserializer::from_str(&text).map(|d| Value::deserialize(d).unwrap()).filter(|v| !v.is_null()).collect()
 }

@@ -2,14 +2,15 @@
 
 use serde_json::Value;
 
-use super::patch::{Location, PatchBuilder};
-use super::view::{Container, Metadata, Object, Spec};
-use super::{CHANGES_ANNOTATION, Change, Context, Mutation, SKIP_ANNOTATION, probes, resources, sidecars, warnings};
-use crate::config::SidecarProfile;
+use crate::annotations::{CHANGES_ANNOTATION, SKIP_ANNOTATION, is_true};
+use crate::object::{Container, Metadata, Object, Spec};
+use crate::patch::{Location, PatchBuilder};
+use crate::policy::SidecarProfile;
+use crate::{Change, Context, Mutation, probes, resources, sidecars, warnings};
 
 /// What kind of object holds the pod spec.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Holder {
+pub(crate) enum Holder {
     /// A bare Pod.
     Pod,
     /// A Job's pod template.
@@ -22,7 +23,7 @@ pub(super) enum Holder {
 }
 
 /// A pod spec located in an object, with the JSON Pointer locations patches need.
-pub(super) struct PodTarget<'v> {
+pub(crate) struct PodTarget<'v> {
     pub holder: Holder,
     pub object_meta: Option<&'v Metadata<'v>>,
     pub pod_meta: Option<&'v Metadata<'v>>,
@@ -43,7 +44,7 @@ impl<'v> PodTarget<'v> {
         let version_is = |expected: &str| api_version.is_none_or(|v| v == expected);
         let spec = object.spec.as_ref()?;
         let object_meta = object.metadata.as_ref();
-        let template_target = |template: &'v super::view::Template<'v>, base: Location, holder, job_spec| {
+        let template_target = |template: &'v crate::object::Template<'v>, base: Location, holder, job_spec| {
             let pod_spec = template.spec.as_ref()?;
             Some(PodTarget {
                 holder,
@@ -108,7 +109,7 @@ impl<'v> PodTarget<'v> {
 
 /// Which list a container ends up in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Section {
+pub(crate) enum Section {
     /// `spec.containers`.
     Regular,
     /// `spec.initContainers`.
@@ -116,7 +117,7 @@ pub(super) enum Section {
 }
 
 /// A container at its final position, after the sidecar moves.
-pub(super) struct Slot<'v> {
+pub(crate) struct Slot<'v> {
     pub container: &'v Container<'v>,
     pub section: Section,
     /// Index in its final list.
@@ -146,7 +147,7 @@ impl Slot<'_> {
 }
 
 /// Runs all concerns on the object.
-pub(super) fn plan(object: &Object<'_>, ctx: &Context<'_>) -> Mutation {
+pub(crate) fn plan(object: &Object<'_>, ctx: &Context<'_>) -> Mutation {
     let Some(target) = PodTarget::locate(object) else {
         return Mutation::default();
     };
@@ -193,11 +194,6 @@ pub(super) fn plan(object: &Object<'_>, ctx: &Context<'_>) -> Mutation {
 fn is_skipped(target: &PodTarget<'_>) -> bool {
     let yes = |m: Option<&Metadata<'_>>| m.and_then(|m| m.annotation(SKIP_ANNOTATION)).is_some_and(is_true);
     yes(target.object_meta) || yes(target.pod_meta)
-}
-
-/// Kubernetes-style boolean annotation value.
-pub(super) fn is_true(value: &str) -> bool {
-    value.trim().eq_ignore_ascii_case("true")
 }
 
 /// Records the changes in `podmedic.io/changes` on the object and on its pod template.

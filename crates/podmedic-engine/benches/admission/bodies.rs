@@ -1,15 +1,22 @@
 //! The AdmissionReviews the benchmark feeds to `admit`: fixtures from the repository and large Pods
 //! made here, deterministically, in the shape an Istio-injected Job Pod has.
 
-use podmedic::admission::Outcome;
+use std::path::{Path, PathBuf};
+
+use podmedic_engine::admission::Outcome;
 use serde_json::{Value, json};
 
-const MANIFEST_DIR: &str = env!("CARGO_MANIFEST_DIR");
+/// The repository root: the nearest directory above the crate being built that holds
+/// `tests/fixtures` (this file is shared by the engine's benchmark and the load harness).
+fn repo_root() -> PathBuf {
+    let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    crate_dir.ancestors().find(|dir| dir.join("tests/fixtures").is_dir()).unwrap_or(crate_dir).to_path_buf()
+}
 
 /// (benchmark name, body, what `admit` must do with it).
 pub fn all() -> Vec<(&'static str, Vec<u8>, Outcome)> {
     vec![
-        ("job-pod-3k", read("benches/fixtures/job-pod-small.json"), Outcome::Patched),
+        ("job-pod-3k", read("crates/podmedic-engine/benches/fixtures/job-pod-small.json"), Outcome::Patched),
         ("job-pod-12k", read("tests/fixtures/admission-reviews/pod-create-by-job-controller.json"), Outcome::Patched),
         ("seed-cronjob", seed_cronjob(), Outcome::Patched),
         ("mesh-pod-64k", mesh_pod(64 * 1024), Outcome::Patched),
@@ -23,7 +30,7 @@ pub fn all() -> Vec<(&'static str, Vec<u8>, Outcome)> {
 }
 
 fn read(path: &str) -> Vec<u8> {
-    std::fs::read(format!("{MANIFEST_DIR}/{path}")).unwrap()
+    std::fs::read(repo_root().join(path)).unwrap()
 }
 
 /// A CREATE review as the API server sends it (compact JSON), around `object`.
@@ -52,7 +59,7 @@ fn review(group: &str, version: &str, kind: &str, resource: &str, name: &str, ob
 
 /// The seed CronJob (cloud-sql-proxy keeps its Jobs from completing) in a CREATE review.
 fn seed_cronjob() -> Vec<u8> {
-    let yaml = std::fs::read_to_string(format!("{MANIFEST_DIR}/tests/fixtures/manifests/seed-cronjob.yaml")).unwrap();
+    let yaml = std::fs::read_to_string(repo_root().join("tests/fixtures/manifests/seed-cronjob.yaml")).unwrap();
     let object: Value = yaml_serde::from_str(&yaml).unwrap();
     review("batch", "v1", "CronJob", "cronjobs", "otameshi", object)
 }

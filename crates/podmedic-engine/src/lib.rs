@@ -1,98 +1,49 @@
-//! The mutation engine: pure functions from an object's raw JSON to the JSON Patch that fixes it.
+//! podmedic's engine: pure functions from a Kubernetes object's raw JSON to the JSON Patch that
+//! fixes it, and from an AdmissionReview body to the AdmissionReview answer.
 //!
-//! Nothing in this module performs I/O. The webhook ([`crate::admission`]) and the offline
-//! `podmedic fix` command both call [`mutate_json`] (or [`mutate_value`]) with a [`Context`]
-//! that carries the policy, the cluster's capabilities and the namespace's settings.
+//! Nothing in this crate performs network I/O or depends on an async runtime, a Kubernetes client,
+//! TLS or a command-line parser: the webhook (`podmedic serve`), `podmedic fix` and `podmedic audit`
+//! all call into it, and its tests, property tests, fuzz replay and benchmarks link nothing else.
 //!
-//! The engine reads a borrowed, partial view of the object (see [`view`]) and emits
+//! - [`admission`]: the AdmissionReview envelope in, the wire response out ([`admission::admit`]).
+//! - [`object`]: a borrowed, partial view of the object; [`mutate_json`] / [`mutate_value`] /
+//!   [`mutate_object`] run the plan on it with a [`Context`] (policy, the cluster's capability,
+//!   the namespace's settings).
+//! - the plan and its concerns: sidecars, probes, resources, warnings, and the patch builder.
+//! - [`policy`]: the sidecar catalogue and defaults (the embedded default plus a user's YAML file).
+//! - [`kubernetes`]: Kubernetes value types: image references, quantities, versions and the
+//!   native-sidecar rule.
+//! - [`annotations`]: every `podmedic.io/*` key, and the namespace settings read from them.
+//!
+//! The engine reads a borrowed, partial view of the object (see [`object`]) and emits
 //! `move`/`add` operations against the object exactly as it was received, so fields that our
 //! types do not know survive untouched.
 
-mod image;
+pub mod admission;
+pub mod annotations;
+pub mod kubernetes;
+pub mod object;
 mod patch;
-mod pod;
+mod plan;
+pub mod policy;
 mod probes;
-mod quantity;
 mod resources;
 mod sidecars;
-pub mod view;
 mod warnings;
 
 use std::fmt;
 
 use serde::Serialize;
 
-use crate::config::{Policy, ResourceDefaults};
-
-pub use image::ImageRef;
+pub use annotations::NamespaceSettings;
+pub use kubernetes::{ImageRef, KubeVersion, NativeSidecars, Quantity};
 pub use patch::{Location, PatchBuilder, escape_pointer_token};
+pub use policy::Policy;
 pub use probes::{STARTUP_FAILURE_THRESHOLD, STARTUP_PERIOD_SECONDS};
-pub use quantity::Quantity;
 pub use warnings::shorten as shorten_warning;
-
-/// Annotation that turns podmedic off for one object or pod template.
-pub const SKIP_ANNOTATION: &str = "podmedic.io/skip";
-/// Annotation naming the containers that are long-running sidecars (comma separated).
-pub const SIDECARS_ANNOTATION: &str = "podmedic.io/sidecars";
-/// Annotation that places moved sidecars before the regular init containers (`first`).
-pub const SIDECAR_POSITION_ANNOTATION: &str = "podmedic.io/sidecar-position";
-/// Annotation on which podmedic records what it changed.
-pub const CHANGES_ANNOTATION: &str = "podmedic.io/changes";
-/// Annotation (on a namespace or a pod template) with default requests for regular containers.
-pub const DEFAULT_REQUESTS_ANNOTATION: &str = "podmedic.io/default-requests";
-/// Annotation (on a namespace) with default requests for sidecars.
-pub const DEFAULT_SIDECAR_REQUESTS_ANNOTATION: &str = "podmedic.io/default-sidecar-requests";
-/// Annotation (on a namespace) that turns on default probes for long-running Pods:
-/// `readiness` or `readiness,liveness`, or `none`.
-pub const DEFAULT_PROBES_ANNOTATION: &str = "podmedic.io/default-probes";
-/// Annotation (on a namespace) that opts the namespace out even though it carries the label.
-pub const NAMESPACE_OPT_OUT_ANNOTATION: &str = "podmedic.io/disabled";
 
 /// Longest warning podmedic emits; Kubernetes asks admission warnings to stay under 120 characters.
 pub const MAX_WARNING_LEN: usize = 119;
-
-/// Whether the cluster can run native sidecars (restartable init containers, Kubernetes 1.29+).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum NativeSidecars {
-    /// The API server and every kubelet support native sidecars.
-    Available,
-    /// Native sidecars cannot be used; the reason is shown to users (for example
-    /// `node worker-3 runs kubelet v1.28.5`).
-    Unavailable(String),
-}
-
-impl NativeSidecars {
-    /// What a cluster of the given `major.minor` Kubernetes version supports.
-    pub fn for_version(major: u32, minor: u32) -> Self {
-        if (major, minor) >= (1, 29) {
-            NativeSidecars::Available
-        } else {
-            NativeSidecars::Unavailable(format!("Kubernetes {major}.{minor} is older than 1.29"))
-        }
-    }
-
-    /// True when sidecars may be moved.
-    pub fn is_available(&self) -> bool {
-        matches!(self, NativeSidecars::Available)
-    }
-}
-
-/// Per-namespace settings, read from namespace annotations by the cluster layer.
-///
-/// Every field is an override: `None` means "use the policy".
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct NamespaceSettings {
-    /// The namespace opted out (`podmedic.io/disabled: "true"`).
-    pub opted_out: bool,
-    /// Default requests for regular and init containers.
-    pub default_requests: Option<ResourceDefaults>,
-    /// Default requests for sidecars.
-    pub default_sidecar_requests: Option<ResourceDefaults>,
-    /// Readiness probes for long-running Pods.
-    pub readiness_probes: Option<bool>,
-    /// TCP liveness probes for long-running Pods.
-    pub liveness_probes: Option<bool>,
-}
 
 /// Everything the engine needs besides the object itself.
 #[derive(Clone, Copy, Debug)]
@@ -187,25 +138,20 @@ impl MutateError {
 
 /// Computes the mutation for an object given as raw JSON text.
 pub fn mutate_json(raw: &str, ctx: &Context<'_>) -> Result<Mutation, MutateError> {
-    let object: view::Object<'_> = view::Object::from_json(raw)?;
-    Ok(plan(&object, ctx))
+    let object = object::Object::from_json(raw)?;
+    Ok(plan::plan(&object, ctx))
 }
 
 /// Computes the mutation for an object already decoded into the engine's view (the webhook decodes
 /// it together with the AdmissionReview, in one pass).
-pub fn mutate_view(object: &view::Object<'_>, ctx: &Context<'_>) -> Mutation {
-    plan(object, ctx)
+pub fn mutate_object(object: &object::Object<'_>, ctx: &Context<'_>) -> Mutation {
+    plan::plan(object, ctx)
 }
 
 /// Computes the mutation for an object already parsed into a [`serde_json::Value`].
 pub fn mutate_value(value: &serde_json::Value, ctx: &Context<'_>) -> Result<Mutation, MutateError> {
-    let object = view::Object::from_value(value)?;
-    Ok(plan(&object, ctx))
-}
-
-/// The engine proper, on the parsed view.
-fn plan(object: &view::Object<'_>, ctx: &Context<'_>) -> Mutation {
-    pod::plan(object, ctx)
+    let object = object::Object::from_value(value)?;
+    Ok(plan::plan(&object, ctx))
 }
 
 #[cfg(test)]

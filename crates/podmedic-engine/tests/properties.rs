@@ -15,8 +15,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::LazyLock;
 
-use podmedic::config::{Policy, ResourceDefaults};
-use podmedic::mutate::{CHANGES_ANNOTATION, Context, NamespaceSettings, NativeSidecars, mutate_json, mutate_value};
+use podmedic_engine::annotations::CHANGES_ANNOTATION;
+use podmedic_engine::policy::{Policy, ResourceDefaults};
+use podmedic_engine::{Context, NamespaceSettings, NativeSidecars, mutate_json, mutate_value};
 use proptest::prelude::*;
 use proptest::sample::{Index, select};
 use proptest::test_runner::TestCaseError;

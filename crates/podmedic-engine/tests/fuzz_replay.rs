@@ -12,15 +12,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "../fuzz/oracle.rs"]
+#[path = "../../../fuzz/oracle.rs"]
 mod oracle;
 
 use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 
+/// The repository root (fixtures, fuzz regressions and seeds live there, shared with the fuzzer).
 fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
 fn files_in(dir: &Path, ext: Option<&str>) -> Vec<(String, Vec<u8>)> {

@@ -1,7 +1,7 @@
 //! Building RFC 6902 patches: JSON Pointer paths from unescaped tokens, and parents created first.
 
+use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, MoveOperation, Patch, PatchOperation};
-use jsonptr::PointerBuf;
 use serde_json::Value;
 
 /// Escapes one JSON Pointer reference token (RFC 6901): `~` becomes `~0`, `/` becomes `~1`.

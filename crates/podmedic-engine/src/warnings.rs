@@ -1,14 +1,14 @@
 //! Short, actionable warnings about what podmedic saw but cannot safely fix.
 
-use super::image::ImageRef;
-use super::pod::{PodTarget, Section, Slot};
-use super::resources::Settings;
-use super::sidecars::Selection;
-use super::view::Container;
-use super::{Context, MAX_WARNING_LEN};
+use crate::kubernetes::ImageRef;
+use crate::object::Container;
+use crate::plan::{PodTarget, Section, Slot};
+use crate::resources::Settings;
+use crate::sidecars::Selection;
+use crate::{Context, MAX_WARNING_LEN};
 
 /// Collects the warnings for one pod.
-pub(super) fn collect(
+pub(crate) fn collect(
     target: &PodTarget<'_>,
     slots: &[Slot<'_>],
     selection: &Selection<'_>,
@@ -83,7 +83,7 @@ pub(super) fn collect(
 }
 
 /// Deduplicates and shortens warnings to what Kubernetes displays.
-pub(super) fn finish(warnings: Vec<String>) -> Vec<String> {
+pub(crate) fn finish(warnings: Vec<String>) -> Vec<String> {
     let mut out: Vec<String> = Vec::with_capacity(warnings.len());
     for w in warnings.into_iter().map(shorten) {
         if !out.contains(&w) {

@@ -1,0 +1,221 @@
+//! Every `podmedic.io/*` annotation and label podmedic reads or writes, and the per-namespace
+//! settings read from a namespace's annotations.
+
+use std::collections::BTreeMap;
+
+use crate::policy::ResourceDefaults;
+
+/// Spells a podmedic key: the one place the `podmedic.io/` prefix is written.
+macro_rules! key {
+    ($name:literal) => {
+        concat!("podmedic.io/", $name)
+    };
+}
+
+/// Prefix of every podmedic annotation and label.
+pub const PREFIX: &str = key!("");
+
+/// Namespace label that opts a namespace in (the webhook's `namespaceSelector`).
+pub const ENABLED_LABEL: &str = key!("enabled");
+/// Annotation that turns podmedic off for one object or pod template.
+pub const SKIP_ANNOTATION: &str = key!("skip");
+/// Annotation naming the containers that are long-running sidecars (comma separated).
+pub const SIDECARS_ANNOTATION: &str = key!("sidecars");
+/// Annotation that places moved sidecars before the regular init containers (`first`).
+pub const SIDECAR_POSITION_ANNOTATION: &str = key!("sidecar-position");
+/// Annotation on which podmedic records what it changed.
+pub const CHANGES_ANNOTATION: &str = key!("changes");
+/// Annotation (on a namespace or a pod template) with default requests for regular containers.
+pub const DEFAULT_REQUESTS_ANNOTATION: &str = key!("default-requests");
+/// Annotation (on a namespace) with default requests for sidecars.
+pub const DEFAULT_SIDECAR_REQUESTS_ANNOTATION: &str = key!("default-sidecar-requests");
+/// Annotation (on a namespace) that turns on default probes for long-running Pods:
+/// `readiness` or `readiness,liveness`, or `none`.
+pub const DEFAULT_PROBES_ANNOTATION: &str = key!("default-probes");
+/// Annotation (on a namespace) that opts the namespace out even though it carries the label.
+pub const NAMESPACE_OPT_OUT_ANNOTATION: &str = key!("disabled");
+
+/// True for a podmedic annotation or label key.
+pub fn is_podmedic_key(key: &str) -> bool {
+    key.starts_with(PREFIX)
+}
+
+/// Kubernetes-style boolean annotation value.
+pub fn is_true(value: &str) -> bool {
+    value.trim().eq_ignore_ascii_case("true")
+}
+
+/// Per-namespace settings, read from namespace annotations by [`namespace_settings`].
+///
+/// Every field is an override: `None` means "use the policy".
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct NamespaceSettings {
+    /// The namespace opted out (`podmedic.io/disabled: "true"`).
+    pub opted_out: bool,
+    /// Default requests for regular and init containers.
+    pub default_requests: Option<ResourceDefaults>,
+    /// Default requests for sidecars.
+    pub default_sidecar_requests: Option<ResourceDefaults>,
+    /// Readiness probes for long-running Pods.
+    pub readiness_probes: Option<bool>,
+    /// TCP liveness probes for long-running Pods.
+    pub liveness_probes: Option<bool>,
+}
+
+/// Parses a namespace's annotations into its settings, with one message per value that was ignored.
+///
+/// Bad values never fail: each is ignored (the policy applies) and reported. The opt-out is the
+/// exception that errs on the safe side: any value of `podmedic.io/disabled` other than `false`
+/// opts the namespace out, since the user plainly meant to say something about turning podmedic off.
+pub fn namespace_settings(annotations: &BTreeMap<String, String>) -> (NamespaceSettings, Vec<String>) {
+    let mut settings = NamespaceSettings::default();
+    let mut problems = Vec::new();
+    for (key, value) in annotations.iter().filter(|(k, _)| is_podmedic_key(k)) {
+        let trimmed = value.trim();
+        match key.as_str() {
+            NAMESPACE_OPT_OUT_ANNOTATION => {
+                settings.opted_out = !trimmed.eq_ignore_ascii_case("false");
+                if !trimmed.eq_ignore_ascii_case("true") && !trimmed.eq_ignore_ascii_case("false") {
+                    problems.push(format!(
+                        "{key}: `{value}` is neither \"true\" nor \"false\"; treating the namespace as opted out"
+                    ));
+                }
+            }
+            DEFAULT_REQUESTS_ANNOTATION => match ResourceDefaults::parse_annotation(trimmed) {
+                Ok(r) => settings.default_requests = Some(r),
+                Err(e) => problems.push(format!("{key}: `{value}`: {e}; ignored")),
+            },
+            DEFAULT_SIDECAR_REQUESTS_ANNOTATION => match ResourceDefaults::parse_annotation(trimmed) {
+                Ok(r) => settings.default_sidecar_requests = Some(r),
+                Err(e) => problems.push(format!("{key}: `{value}`: {e}; ignored")),
+            },
+            DEFAULT_PROBES_ANNOTATION => match parse_probe_setting(trimmed) {
+                Ok((readiness, liveness)) => {
+                    settings.readiness_probes = Some(readiness);
+                    settings.liveness_probes = Some(liveness);
+                }
+                Err(e) => problems.push(format!("{key}: `{value}`: {e}; ignored")),
+            },
+            // Object-level annotations are harmless on a namespace; only point out the likely mistake.
+            SKIP_ANNOTATION => problems.push(format!(
+                "{key} has no effect on a namespace; use {NAMESPACE_OPT_OUT_ANNOTATION}: \"true\" to opt it out"
+            )),
+            _ if is_object_annotation(key) => {}
+            _ => problems.push(format!("{key} is not a namespace setting podmedic knows; ignored")),
+        }
+    }
+    (settings, problems)
+}
+
+/// Annotations that belong on workloads, which a namespace may carry without it being a mistake
+/// (for example copied by a tool that annotates everything).
+fn is_object_annotation(key: &str) -> bool {
+    matches!(key, SIDECARS_ANNOTATION | SIDECAR_POSITION_ANNOTATION | CHANGES_ANNOTATION)
+}
+
+/// `none`, `readiness`, `readiness,liveness` (any order) into (readiness, liveness).
+fn parse_probe_setting(value: &str) -> Result<(bool, bool), String> {
+    if value.eq_ignore_ascii_case("none") {
+        return Ok((false, false));
+    }
+    let (mut readiness, mut liveness) = (false, false);
+    for word in value.split(',').map(str::trim).filter(|w| !w.is_empty()) {
+        match word.to_ascii_lowercase().as_str() {
+            "readiness" => readiness = true,
+            "liveness" => liveness = true,
+            _ => return Err(format!("unknown probe `{word}` (expected none, readiness or readiness,liveness)")),
+        }
+    }
+    if !(readiness || liveness) {
+        return Err("empty (expected none, readiness or readiness,liveness)".into());
+    }
+    Ok((readiness, liveness))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn annotations(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn every_key_has_the_prefix() {
+        for key in [ENABLED_LABEL, SKIP_ANNOTATION, CHANGES_ANNOTATION, NAMESPACE_OPT_OUT_ANNOTATION] {
+            assert!(is_podmedic_key(key) && key.len() > PREFIX.len(), "{key}");
+        }
+        assert_eq!(PREFIX, "podmedic.io/");
+        assert_eq!(SIDECARS_ANNOTATION, "podmedic.io/sidecars");
+        assert!(!is_podmedic_key("podmedic.iox/skip"));
+    }
+
+    #[test]
+    fn no_annotations_means_the_policy_applies() {
+        assert_eq!(namespace_settings(&BTreeMap::new()), (NamespaceSettings::default(), vec![]));
+    }
+
+    #[test]
+    fn reads_every_namespace_setting() {
+        let (settings, problems) = namespace_settings(&annotations(&[
+            (DEFAULT_REQUESTS_ANNOTATION, "cpu=100m, memory=128Mi"),
+            (DEFAULT_SIDECAR_REQUESTS_ANNOTATION, "cpu=10m,memory=32Mi"),
+            (DEFAULT_PROBES_ANNOTATION, "readiness,liveness"),
+            (NAMESPACE_OPT_OUT_ANNOTATION, "false"),
+            ("team.example.com/owner", "payments"),
+        ]));
+        assert_eq!(problems, Vec::<String>::new());
+        assert!(!settings.opted_out);
+        assert_eq!(
+            settings.default_requests,
+            Some(ResourceDefaults::parse_annotation("cpu=100m,memory=128Mi").unwrap())
+        );
+        assert_eq!(
+            settings.default_sidecar_requests,
+            Some(ResourceDefaults::parse_annotation("cpu=10m,memory=32Mi").unwrap())
+        );
+        assert_eq!((settings.readiness_probes, settings.liveness_probes), (Some(true), Some(true)));
+    }
+
+    #[test]
+    fn probe_settings() {
+        let probes = |v: &str| {
+            let (s, p) = namespace_settings(&annotations(&[(DEFAULT_PROBES_ANNOTATION, v)]));
+            (s.readiness_probes, s.liveness_probes, p.len())
+        };
+        assert_eq!(probes("none"), (Some(false), Some(false), 0));
+        assert_eq!(probes("readiness"), (Some(true), Some(false), 0));
+        assert_eq!(probes("Liveness, readiness"), (Some(true), Some(true), 0));
+        assert_eq!(probes("startup"), (None, None, 1));
+        assert_eq!(probes(""), (None, None, 1));
+    }
+
+    #[test]
+    fn bad_values_are_ignored_and_reported() {
+        let (settings, problems) = namespace_settings(&annotations(&[
+            (DEFAULT_REQUESTS_ANNOTATION, "cpu=lots"),
+            (DEFAULT_SIDECAR_REQUESTS_ANNOTATION, "memory"),
+            (DEFAULT_PROBES_ANNOTATION, "readyness"),
+            ("podmedic.io/default-request", "cpu=1"),
+            (SKIP_ANNOTATION, "true"),
+            (SIDECARS_ANNOTATION, "proxy"),
+        ]));
+        assert_eq!(settings, NamespaceSettings::default());
+        assert_eq!(problems.len(), 5, "{problems:#?}");
+        assert!(problems.iter().any(|p| p.starts_with("podmedic.io/default-requests: `cpu=lots`")));
+        assert!(problems.iter().any(|p| p.contains("podmedic.io/default-request is not a namespace setting")));
+        assert!(problems.iter().any(|p| p.contains("use podmedic.io/disabled")));
+    }
+
+    #[test]
+    fn opt_out_errs_on_the_side_of_leaving_the_namespace_alone() {
+        let opt_out = |v: &str| {
+            let (s, p) = namespace_settings(&annotations(&[(NAMESPACE_OPT_OUT_ANNOTATION, v)]));
+            (s.opted_out, p.len())
+        };
+        assert_eq!(opt_out("true"), (true, 0));
+        assert_eq!(opt_out("True"), (true, 0));
+        assert_eq!(opt_out("false"), (false, 0));
+        assert_eq!(opt_out("yes"), (true, 1));
+    }
+}

@@ -1,0 +1,81 @@
+//! The policy: the built-in catalogue, merging a user's file, and errors that name the field.
+
+use super::*;
+
+const HEADER: &str = "apiVersion: podmedic.io/v1alpha1\nkind: Policy\n";
+
+fn err(body: &str) -> String {
+    Policy::builtin_with(&format!("{HEADER}{body}"), "policy.yaml").unwrap_err().to_string()
+}
+
+#[test]
+fn the_builtin_policy_is_valid_and_has_the_catalogue() {
+    let p = Policy::builtin();
+    for name in [
+        "cloud-sql-proxy-v1",
+        "cloud-sql-proxy-v2",
+        "alloydb-auth-proxy",
+        "istio-proxy",
+        "linkerd-proxy",
+        "envoy",
+        "fluent-bit",
+        "fluentd",
+        "vector",
+        "promtail",
+        "grafana-alloy",
+        "opentelemetry-collector",
+        "datadog-agent",
+        "vault-agent",
+        "pgbouncer",
+    ] {
+        assert!(p.profile(name).is_some(), "{name}");
+    }
+    assert!(!p.default_requests.enabled);
+    assert!(!p.readiness_probes && !p.liveness_probes);
+}
+
+#[test]
+fn user_files_add_override_and_disable_entries() {
+    let p = Policy::builtin_with(
+        &format!(
+            "{HEADER}catalogue:\n  disable: [fluentd]\n  sidecars:\n  - name: acme-db-proxy\n    images: [acme/db-proxy]\n    startupProbe: {{tcpSocket: {{port: 5432}}}}\n  - name: envoy\n    images: [acme/envoy]\ndefaultRequests: {{enabled: true}}\n"
+        ),
+        "policy.yaml",
+    )
+    .unwrap();
+    assert!(p.profile("fluentd").is_none());
+    assert_eq!(p.profile("acme-db-proxy").unwrap().startup_probe, ProbeProfile::TcpSocket { port: 5432 });
+    assert_eq!(p.profile("envoy").unwrap().images, ["acme/envoy"]);
+    assert!(p.default_requests.enabled);
+    assert_eq!(p.default_requests.containers.0["cpu"].as_str(), "100m", "built-in values stay");
+}
+
+#[test]
+fn errors_name_the_file_and_the_field() {
+    let cases = [
+        ("catalogue:\n  sidecars:\n  - name: x\n    imagez: [a]\n", "catalogue.sidecars[0]"),
+        ("catalogue:\n  sidecars:\n  - name: x\n    images: a\n", "catalogue.sidecars[0].images"),
+        ("catalogue:\n  sidecars:\n  - name: x\n    images: ['acme/x:1.0']\n", "catalogue.sidecars[0].images[0]"),
+        ("catalogue:\n  sidecars:\n  - name: x\n    images: []\n", "catalogue.sidecars[0].images"),
+        ("catalogue:\n  sidecars:\n  - name: x\n    images: [a]\n    startupProbe: sometimes\n", "startupProbe"),
+        ("catalogue:\n  disable: [nope]\n", "catalogue.disable[0]"),
+        ("defaultRequests: {enabled: true, containers: {cpu: lots}}\n", "defaultRequests.containers.cpu"),
+        ("longRunningPods: {readinessProbes: maybe}\n", "longRunningPods.readinessProbes"),
+        ("selfManagedWorkloads:\n- name: empty\n", "selfManagedWorkloads[0]"),
+    ];
+    for (body, field) in cases {
+        let e = err(body);
+        assert!(e.contains("policy.yaml") && e.contains(field), "{body} -> {e}");
+    }
+    let e = Policy::builtin_with("apiVersion: v1\nkind: Policy\n", "p.yaml").unwrap_err().to_string();
+    assert!(e.contains("apiVersion"), "{e}");
+}
+
+#[test]
+fn annotation_defaults_parse_and_reject_garbage() {
+    let d = ResourceDefaults::parse_annotation("cpu=100m, memory=128Mi").unwrap();
+    assert_eq!(d.0["memory"].as_str(), "128Mi");
+    for bad in ["", "cpu", "cpu=lots", "cpu=-1", "bad name=1"] {
+        assert!(ResourceDefaults::parse_annotation(bad).is_err(), "{bad}");
+    }
+}
