@@ -2,21 +2,22 @@
 //! run-to-completion Pods into native sidecars, and prevents common causes of Pending and
 //! CrashLoopBackOff.
 //!
-//! Layout: [`mutate`] is the pure engine; [`admission`] decodes AdmissionReviews and dispatches to
-//! it; [`config`] is the policy; [`fix`] and [`certs`] are the offline commands. [`server`] serves
-//! the webhook over HTTPS ([`tls`] loads and reloads its certificates) with [`metrics`] and
-//! [`readiness`] on a plain-HTTP port; [`cluster`] learns the cluster's capability and namespace
-//! settings, and [`audit`] reports on a live cluster. The binary (`src/main.rs`) parses the [`cli`] and runs the
-//! chosen subcommand.
+//! This crate is the binary's I/O around the pure engine (the `podmedic-engine` crate, which
+//! decides every change). Dependencies point one way, `cli → commands / webhook / cluster →
+//! engine` (ARCHITECTURE.md):
+//! - [`cli`]: every clap type; converts the flags into the plain configurations below.
+//! - [`webhook`]: `podmedic serve`, the engine behind axum and rustls, with metrics, readiness,
+//!   certificate reload and graceful shutdown.
+//! - [`cluster`]: what podmedic learns from the API server (versions, namespace settings).
+//! - [`commands`]: `podmedic fix`, `podmedic audit`, `podmedic certs`.
+//! - [`pki`]: certificates, for `podmedic certs` and the ephemeral certificate of `serve`.
+//!
+//! The binary (`src/main.rs`) parses the command line and runs the chosen command.
 
-pub mod audit;
-pub mod certs;
 pub mod cli;
 pub mod cluster;
-pub mod fix;
-pub mod metrics;
-pub mod readiness;
-pub mod server;
-pub mod tls;
+pub mod commands;
+pub mod pki;
+pub mod webhook;
 
-pub use server::router;
+pub use webhook::router;

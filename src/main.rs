@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use clap::Parser;
 use podmedic::cli::{Cli, Command, LogArgs, LogFormat};
+use podmedic::commands;
+use podmedic::webhook::{self, ServeConfig};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -22,20 +24,22 @@ fn main() -> ExitCode {
 
 fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Fix(args) => podmedic::fix::run(&args),
-        Command::Certs(args) => podmedic::certs::run(&args),
-        Command::Audit(args) => {
-            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-            runtime.block_on(podmedic::audit::run(&args))
-        }
+        Command::Fix(args) => commands::fix::run(&args.into()),
+        Command::Certs(args) => commands::certs::run(&args.into()),
+        Command::Audit(args) => runtime()?.block_on(commands::audit::run(&args.into())),
         Command::Serve(args) => {
-            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-            runtime.block_on(podmedic::server::serve(&args))?;
+            let config = ServeConfig::from(&*args);
+            let runtime = runtime()?;
+            runtime.block_on(webhook::serve(&config))?;
             // Connections still open after the shutdown timeout are dropped here, not waited for.
             runtime.shutdown_timeout(Duration::from_secs(1));
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()
 }
 
 /// Logs go to standard error, so `podmedic fix` can write manifests to standard output.

@@ -28,14 +28,14 @@ const SERVICE_NAMES: [&str; 4] = [
 #[derive(clap::Parser)]
 struct Cli {
     #[command(flatten)]
-    certs: podmedic::certs::CertsArgs,
+    certs: podmedic::cli::CertsArgs,
 }
 
 fn certs(out: &Path, extra: &[&str]) -> anyhow::Result<std::process::ExitCode> {
     let mut argv = vec!["podmedic-certs", "--out", out.to_str().expect("utf-8 path")];
     argv.extend_from_slice(extra);
     let cli = Cli::try_parse_from(argv)?;
-    podmedic::certs::run(&cli.certs)
+    podmedic::commands::certs::run(&cli.certs.into())
 }
 
 fn read(dir: &Path, name: &str) -> String {
@@ -263,7 +263,7 @@ fn errors_name_the_file_at_fault() {
 
 #[test]
 fn validity_takes_days_or_hours() {
-    use podmedic::certs::parse_validity;
+    use podmedic::cli::parse_validity;
     use std::time::Duration;
     assert_eq!(parse_validity("365d"), Ok(Duration::from_secs(365 * 86_400)));
     assert_eq!(parse_validity("12h"), Ok(Duration::from_secs(12 * 3_600)));

@@ -535,7 +535,8 @@ fn the_cert_manager_overlay_issues_the_serving_certificate_from_a_ca_and_injects
         assert_eq!(serving["metadata"]["namespace"], NAMESPACE);
         assert_eq!(serving["spec"]["secretName"], "podmedic-tls", "the Secret the Deployment mounts");
         let names: BTreeSet<_> = strings(&serving["spec"]["dnsNames"]).into_iter().collect();
-        let expected: BTreeSet<_> = podmedic::certs::service_dns_names("podmedic", NAMESPACE).into_iter().collect();
+        let expected: BTreeSet<_> =
+            podmedic::commands::certs::service_dns_names("podmedic", NAMESPACE).into_iter().collect();
         assert_eq!(names, expected.iter().map(String::as_str).collect());
         assert!(strings(&serving["spec"]["usages"]).contains(&"server auth"));
         assert_ne!(serving["spec"]["isCA"], true);
@@ -590,7 +591,7 @@ fn the_self_managed_overlay_uses_the_files_podmedic_certs_writes() {
     let (_tmp, deploy) = deploy_copy();
     let overlay = deploy.join("overlays/self-managed");
     let certs = overlay.join("certs");
-    let args = podmedic::certs::CertsArgs {
+    let config = podmedic::commands::certs::CertsConfig {
         service: "podmedic".into(),
         namespace: NAMESPACE.into(),
         out: certs.clone(),
@@ -598,7 +599,7 @@ fn the_self_managed_overlay_uses_the_files_podmedic_certs_writes() {
         ca_validity: std::time::Duration::from_secs(2 * 86_400),
         new_ca: false,
     };
-    podmedic::certs::run(&args).expect("podmedic certs");
+    podmedic::commands::certs::run(&config).expect("podmedic certs");
     let ca_bundle = std::fs::read_to_string(certs.join("caBundle.b64")).expect("caBundle.b64");
     let ca_bundle = ca_bundle.trim();
 

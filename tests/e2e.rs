@@ -93,7 +93,7 @@ struct Run {
     webhook_name: String,
     enabled_ns: String,
     plain_ns: String,
-    certs: podmedic::certs::CertBundle,
+    certs: podmedic::pki::CertBundle,
     dir: tempfile::TempDir,
 }
 
@@ -110,7 +110,7 @@ impl Run {
         if !names.contains(&webhook_host) {
             names.push(webhook_host.clone());
         }
-        let certs = podmedic::certs::generate_ca_and_leaf("podmedic-e2e", &names, Duration::from_secs(3600))
+        let certs = podmedic::pki::generate_ca_and_leaf("podmedic-e2e", &names, Duration::from_secs(3600))
             .expect("certificates for the e2e webhook");
         Run {
             client,

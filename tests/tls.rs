@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use podmedic::server::{CertificateSource, Server, ServerConfig};
+use podmedic::webhook::{CertificateSource, Server, ServerConfig};
 use rustls::ProtocolVersion;
 use rustls::pki_types::CertificateDer;
 use support::*;
@@ -201,7 +201,7 @@ async fn without_certificates_an_ephemeral_ca_is_written_and_used() {
     };
     let environment =
         podmedic_engine::admission::Environment::standalone(std::sync::Arc::new(podmedic_engine::Policy::builtin()));
-    let readiness = podmedic::readiness::Readiness::new();
+    let readiness = podmedic::webhook::readiness::Readiness::new();
     let server = Server::bind(config, environment, readiness, Default::default()).await.unwrap();
     let addr = server.local_addr();
     let task = tokio::spawn(server.run(std::future::pending()));

@@ -16,10 +16,10 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::{HeaderMap, Request, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use podmedic::metrics::Metrics;
-use podmedic::readiness::Readiness;
-use podmedic::server::{CertificateSource, Server, ServerConfig};
-use podmedic::tls::CertFiles;
+use podmedic::webhook::metrics::Metrics;
+use podmedic::webhook::readiness::Readiness;
+use podmedic::webhook::tls::CertFiles;
+use podmedic::webhook::{CertificateSource, Server, ServerConfig};
 use podmedic_engine::Policy;
 use podmedic_engine::admission::Environment;
 use rcgen::{

@@ -90,6 +90,6 @@ async fn mutate(State(floor): State<Floor>, body: Bytes) -> impl IntoResponse {
 /// podmedic's own rustls configuration, from podmedic's own code.
 fn tls_config(cert: &Path, key: &Path) -> anyhow::Result<rustls::ServerConfig> {
     let (cert_pem, key_pem) = (std::fs::read(cert)?, std::fs::read(key)?);
-    let key = podmedic::tls::certified_key_from_pem(&cert_pem, &key_pem, "--tls-cert", "--tls-key")?;
-    Ok(podmedic::tls::server_config(Arc::new(podmedic::tls::CertResolver::new(key)), None)?)
+    let key = podmedic::webhook::tls::certified_key_from_pem(&cert_pem, &key_pem, "--tls-cert", "--tls-key")?;
+    Ok(podmedic::webhook::tls::server_config(Arc::new(podmedic::webhook::tls::CertResolver::new(key)), None)?)
 }

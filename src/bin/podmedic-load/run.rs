@@ -209,7 +209,7 @@ fn prepare(args: &Args, dir: &Path) -> anyhow::Result<(Setup, String, Vec<u8>)> 
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/admission-reviews/pod-create-by-job-controller.json")
     });
     let body = std::fs::read(&body_path).with_context(|| format!("cannot read {}", body_path.display()))?;
-    let bundle = podmedic::certs::generate_ca_and_leaf(
+    let bundle = podmedic::pki::generate_ca_and_leaf(
         "podmedic-load",
         &["127.0.0.1".into(), "localhost".into()],
         Duration::from_secs(24 * 3600),

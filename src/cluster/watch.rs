@@ -1,273 +1,31 @@
-//! What podmedic learns from the API server: whether native sidecars are safe in this cluster, and
-//! the per-namespace settings. Both are kept current by watches (kube's `watcher` + `reflector`),
-//! so the admission path reads memory and never calls the API server.
-//!
-//! Native sidecars (restartable init containers) need Kubernetes 1.29 on the API server *and* on
-//! every kubelet: an older kubelet runs a restartable init container as an ordinary one, waits for
-//! it to exit, and the Pod stays in `Init` forever. So in `auto` mode the capability is decided from
-//! the API server's version and the `status.nodeInfo.kubeletVersion` of every Node.
-//!
-//! The decision and the annotation parsing are pure functions ([`decide_native_sidecars`],
-//! [`namespace_settings`]); [`ClusterWatch`] only feeds them from the watches.
-//!
-//! RBAC: `get`, `list` and `watch` on `nodes` and `namespaces`, nothing else.
+//! [`ClusterWatch`]: the Node and Namespace watches and the API server's version, kept current in
+//! the background, read by admission through memory only.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::{Namespace, Node, NodeStatus, NodeSystemInfo};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use k8s_openapi::apimachinery::pkg::version::Info;
-use kube::config::{KubeConfigOptions, Kubeconfig, KubeconfigError};
+use k8s_openapi::api::core::v1::{Namespace, Node};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client, Config};
+use kube::{Api, Client};
+use podmedic_engine::admission::{CapabilitySource, NamespaceLookup};
+use podmedic_engine::kubernetes::{NodeKubelet, decide_native_sidecars};
+use podmedic_engine::{NamespaceSettings, NativeSidecars};
 use tokio::task::JoinHandle;
 
-use podmedic_engine::admission::{CapabilitySource, Environment, NamespaceLookup};
-use podmedic_engine::annotations::{is_podmedic_key, namespace_settings};
-use podmedic_engine::kubernetes::{KubeVersion, NodeKubelet, decide_native_sidecars};
-use podmedic_engine::policy::Policy;
-use podmedic_engine::{NamespaceSettings, NativeSidecars};
+use super::namespaces::{NamespaceCache, strip_namespace};
+use super::nodes::{api_server_version_text, node_kubelet, strip_node};
+use super::{ClusterError, NativeSidecarsMode, connect};
 
 /// How often the API server's version is read again (control planes are upgraded in place).
 const API_SERVER_VERSION_REFRESH: Duration = Duration::from_secs(600);
 
 /// Longest wait between two failed attempts to read the API server's version.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(60);
-
-/// `--native-sidecars`: whether podmedic may move sidecars into `initContainers`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum NativeSidecarsMode {
-    /// Decide from the API server's and every kubelet's version (assume available when there is
-    /// no cluster to ask).
-    #[default]
-    Auto,
-    /// Always move sidecars (you know every node runs Kubernetes 1.29 or newer).
-    On,
-    /// Never move sidecars.
-    Off,
-}
-
-/// Why the cluster layer could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum ClusterError {
-    /// The kubeconfig given explicitly could not be read or used.
-    #[error("cannot use kubeconfig {path}: {source}")]
-    Kubeconfig {
-        /// The file.
-        path: PathBuf,
-        /// What kube said.
-        source: KubeconfigError,
-    },
-    /// A client could not be built from the configuration.
-    #[error("cannot build a Kubernetes client: {0}")]
-    Client(#[source] kube::Error),
-}
-
-// ---------------------------------------------------------------------------------------------
-// Versions and the capability decision (pure)
-// ---------------------------------------------------------------------------------------------
-
-/// The version text the capability decision should use for an API server.
-///
-/// An API server that runs with an emulated (older) version behaves like that version, so the
-/// emulated `major.minor` wins over `gitVersion` when present. Managed control planes report a
-/// `minor` like `29+`, so `gitVersion` is preferred over the `major`/`minor` fields.
-pub fn api_server_version_text(info: &Info) -> String {
-    if let (Some(major), Some(minor)) = (&info.emulation_major, &info.emulation_minor)
-        && KubeVersion::parse(&format!("{major}.{minor}")).is_some()
-    {
-        let emulated = format!("v{major}.{}", minor.trim_end_matches(|c: char| !c.is_ascii_digit()));
-        if KubeVersion::parse(&emulated) != KubeVersion::parse(&info.git_version).map(|v| KubeVersion { patch: 0, ..v })
-        {
-            return format!("{emulated} (emulated by {})", info.git_version);
-        }
-    }
-    if KubeVersion::parse(&info.git_version).is_some() {
-        return info.git_version.clone();
-    }
-    format!("v{}.{}", info.major, info.minor.trim_end_matches(|c: char| !c.is_ascii_digit()))
-}
-
-/// The kubelet a Node reports, if it has reported one yet (a Node registers its `nodeInfo` before
-/// it can become Ready, so a Node without one cannot run Pods).
-pub fn node_kubelet(node: &Node) -> Option<NodeKubelet> {
-    let info = node.status.as_ref()?.node_info.as_ref()?;
-    if info.kubelet_version.is_empty() {
-        return None;
-    }
-    Some(NodeKubelet {
-        node: node.metadata.name.clone().unwrap_or_default(),
-        kubelet_version: info.kubelet_version.clone(),
-    })
-}
-
-// ---------------------------------------------------------------------------------------------
-// Namespace cache
-// ---------------------------------------------------------------------------------------------
-
-/// Parsed settings of every known namespace, so that an admission does one map lookup.
-///
-/// Entries are re-parsed only when a namespace's podmedic annotations change, so problems are
-/// reported once per change rather than on every watch event.
-#[derive(Debug)]
-pub struct NamespaceCache {
-    entries: RwLock<HashMap<String, CachedNamespace>>,
-    /// Shared by every namespace without podmedic annotations.
-    defaults: Arc<NamespaceSettings>,
-}
-
-#[derive(Debug)]
-struct CachedNamespace {
-    /// The podmedic annotations the settings were parsed from.
-    source: BTreeMap<String, String>,
-    settings: Arc<NamespaceSettings>,
-}
-
-impl Default for NamespaceCache {
-    fn default() -> Self {
-        NamespaceCache { entries: RwLock::default(), defaults: Arc::new(NamespaceSettings::default()) }
-    }
-}
-
-impl NamespaceCache {
-    /// Records a namespace (added or changed). Returns the problems found when its annotations were
-    /// parsed, or nothing when they did not change since the last call.
-    pub fn upsert(&self, namespace: &Namespace) -> Vec<String> {
-        let Some(name) = namespace.metadata.name.as_deref() else {
-            return Vec::new();
-        };
-        let source = podmedic_annotations(namespace.metadata.annotations.as_ref());
-        if self.read().get(name).is_some_and(|cached| cached.source == source) {
-            return Vec::new();
-        }
-        let (settings, problems) = if source.is_empty() {
-            (self.defaults.clone(), Vec::new())
-        } else {
-            let (settings, problems) = namespace_settings(&source);
-            (Arc::new(settings), problems)
-        };
-        self.write().insert(name.to_owned(), CachedNamespace { source, settings });
-        problems
-    }
-
-    /// Forgets a deleted namespace.
-    pub fn remove(&self, name: &str) {
-        self.write().remove(name);
-    }
-
-    /// Makes the cache hold exactly `namespaces` (after a full list). Returns the problems of the
-    /// namespaces whose annotations were (re)parsed, by namespace name.
-    pub fn replace_all<'a>(&self, namespaces: impl IntoIterator<Item = &'a Namespace>) -> Vec<(String, Vec<String>)> {
-        let mut seen = HashSet::new();
-        let mut problems = Vec::new();
-        for ns in namespaces {
-            let Some(name) = ns.metadata.name.clone() else { continue };
-            let found = self.upsert(ns);
-            if !found.is_empty() {
-                problems.push((name.clone(), found));
-            }
-            seen.insert(name);
-        }
-        self.write().retain(|name, _| seen.contains(name));
-        problems
-    }
-
-    /// Number of namespaces known.
-    pub fn len(&self) -> usize {
-        self.read().len()
-    }
-
-    /// True when no namespace is known.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    // A panic while holding the lock cannot leave the map half-updated (each change is one insert
-    // or retain), so a poisoned lock is still safe to use.
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, CachedNamespace>> {
-        self.entries.read().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, CachedNamespace>> {
-        self.entries.write().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-impl NamespaceLookup for NamespaceCache {
-    fn settings(&self, namespace: &str) -> Option<Arc<NamespaceSettings>> {
-        self.read().get(namespace).map(|cached| cached.settings.clone())
-    }
-}
-
-fn podmedic_annotations(annotations: Option<&BTreeMap<String, String>>) -> BTreeMap<String, String> {
-    annotations.into_iter().flatten().filter(|(k, _)| is_podmedic_key(k)).map(|(k, v)| (k.clone(), v.clone())).collect()
-}
-
-/// Keeps only what the namespace cache reads (name and podmedic annotations): namespaces can carry
-/// large annotations such as `kubectl.kubernetes.io/last-applied-configuration`.
-fn strip_namespace(ns: &mut Namespace) {
-    let annotations = podmedic_annotations(ns.metadata.annotations.as_ref());
-    ns.metadata = ObjectMeta {
-        name: ns.metadata.name.take(),
-        annotations: (!annotations.is_empty()).then_some(annotations),
-        ..ObjectMeta::default()
-    };
-    ns.spec = None;
-    ns.status = None;
-}
-
-/// Keeps only the Node's name and kubelet version: a Node's status lists every image it holds and
-/// can weigh tens of kilobytes.
-fn strip_node(node: &mut Node) {
-    let kubelet_version = node.status.as_ref().and_then(|s| s.node_info.as_ref()).map(|i| i.kubelet_version.clone());
-    node.metadata = ObjectMeta { name: node.metadata.name.take(), ..ObjectMeta::default() };
-    node.spec = None;
-    node.status = kubelet_version.map(|kubelet_version| NodeStatus {
-        node_info: Some(NodeSystemInfo { kubelet_version, ..NodeSystemInfo::default() }),
-        ..NodeStatus::default()
-    });
-}
-
-// ---------------------------------------------------------------------------------------------
-// Connecting
-// ---------------------------------------------------------------------------------------------
-
-/// A client for the cluster: from `kubeconfig` when given (an error if it cannot be used), else from
-/// `KUBECONFIG`, `~/.kube/config` or the in-cluster service account. `Ok(None)` when no cluster is
-/// configured at all.
-pub async fn connect(kubeconfig: Option<&Path>) -> Result<Option<Client>, ClusterError> {
-    let config = match kubeconfig {
-        Some(path) => {
-            let wrap = |source| ClusterError::Kubeconfig { path: path.to_owned(), source };
-            let file = Kubeconfig::read_from(path).map_err(wrap)?;
-            Config::from_custom_kubeconfig(file, &KubeConfigOptions::default()).await.map_err(wrap)?
-        }
-        None => match Config::infer().await {
-            Ok(config) => config,
-            Err(error) => {
-                // KUBECONFIG set but unusable is a mistake worth seeing; no configuration at all is not.
-                if std::env::var_os("KUBECONFIG").is_some_and(|v| !v.is_empty()) {
-                    tracing::warn!(%error, "KUBECONFIG is set but no cluster configuration could be loaded from it");
-                } else {
-                    tracing::debug!(%error, "no Kubernetes configuration found");
-                }
-                return Ok(None);
-            }
-        },
-    };
-    Client::try_from(config).map(Some).map_err(ClusterError::Client)
-}
-
-// ---------------------------------------------------------------------------------------------
-// The watcher
-// ---------------------------------------------------------------------------------------------
 
 /// Counters of the cluster layer, for the metrics endpoint. Plain atomics, read with `Relaxed`.
 #[derive(Debug, Default)]
@@ -411,11 +169,6 @@ impl ClusterWatch {
     /// True when no cluster is configured and nothing is watched.
     pub fn is_offline(&self) -> bool {
         self.shared.offline
-    }
-
-    /// An admission [`Environment`] that reads this watch.
-    pub fn environment(self: &Arc<Self>, policy: Arc<Policy>) -> Environment {
-        Environment { policy, capability: self.clone(), namespaces: self.clone() }
     }
 }
 
@@ -631,123 +384,6 @@ async fn track_api_server(shared: Arc<Shared>, client: Client) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use podmedic_engine::annotations::{DEFAULT_PROBES_ANNOTATION, NAMESPACE_OPT_OUT_ANNOTATION};
-
-    fn kubelet(node: &str, version: &str) -> NodeKubelet {
-        NodeKubelet { node: node.into(), kubelet_version: version.into() }
-    }
-
-    fn annotations(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
-    }
-
-    fn namespace(name: &str, pairs: &[(&str, &str)]) -> Namespace {
-        Namespace {
-            metadata: ObjectMeta {
-                name: Some(name.into()),
-                annotations: Some(annotations(pairs)),
-                ..ObjectMeta::default()
-            },
-            ..Namespace::default()
-        }
-    }
-
-    #[test]
-    fn the_mode_flag_takes_auto_on_off() {
-        use clap::ValueEnum as _;
-        for (text, mode) in
-            [("auto", NativeSidecarsMode::Auto), ("on", NativeSidecarsMode::On), ("off", NativeSidecarsMode::Off)]
-        {
-            assert_eq!(NativeSidecarsMode::from_str(text, false), Ok(mode));
-        }
-        assert_eq!(NativeSidecarsMode::default(), NativeSidecarsMode::Auto);
-    }
-
-    #[test]
-    fn api_server_version_prefers_git_version_and_honours_emulation() {
-        let info = |major: &str, minor: &str, git: &str| Info {
-            major: major.into(),
-            minor: minor.into(),
-            git_version: git.into(),
-            ..Info::default()
-        };
-        assert_eq!(api_server_version_text(&info("1", "29+", "v1.29.3-gke.1234")), "v1.29.3-gke.1234");
-        assert_eq!(api_server_version_text(&info("1", "28+", "")), "v1.28");
-        let mut emulating = info("1", "31", "v1.31.0");
-        emulating.emulation_major = Some("1".into());
-        emulating.emulation_minor = Some("28".into());
-        let text = api_server_version_text(&emulating);
-        assert_eq!(text, "v1.28 (emulated by v1.31.0)");
-        assert!(!decide_native_sidecars(&text, &[]).is_available());
-        emulating.emulation_minor = Some("31".into());
-        assert_eq!(api_server_version_text(&emulating), "v1.31.0");
-    }
-
-    #[test]
-    fn node_kubelet_reads_node_info_and_survives_stripping() {
-        let mut node: Node = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": "pool-a-3", "labels": {"a": "b"}},
-            "spec": {"podCIDR": "10.0.0.0/24"},
-            "status": {
-                "images": [{"names": ["big"], "sizeBytes": 1}],
-                "nodeInfo": {"kubeletVersion": "v1.28.9", "kubeProxyVersion": "", "architecture": "amd64",
-                    "bootID": "", "containerRuntimeVersion": "containerd://1.7", "kernelVersion": "6.1",
-                    "machineID": "", "operatingSystem": "linux", "osImage": "COS", "systemUUID": ""}
-            }
-        }))
-        .unwrap();
-        strip_node(&mut node);
-        assert_eq!(node_kubelet(&node), Some(kubelet("pool-a-3", "v1.28.9")));
-        assert!(node.spec.is_none() && node.metadata.labels.is_none());
-        assert!(node.status.as_ref().unwrap().images.is_none());
-        assert_eq!(node_kubelet(&Node::default()), None);
-    }
-
-    #[test]
-    fn the_cache_parses_once_per_change_and_follows_deletions() {
-        let cache = NamespaceCache::default();
-        assert!(cache.settings("team-a").is_none());
-
-        let bad = namespace("team-a", &[(DEFAULT_PROBES_ANNOTATION, "bogus")]);
-        assert_eq!(cache.upsert(&bad).len(), 1);
-        assert!(cache.upsert(&bad).is_empty(), "unchanged annotations are not parsed or reported again");
-
-        let mut fixed = namespace("team-a", &[(DEFAULT_PROBES_ANNOTATION, "readiness")]);
-        fixed.metadata.annotations.as_mut().unwrap().insert("unrelated/key".into(), "changed".into());
-        assert!(cache.upsert(&fixed).is_empty());
-        assert_eq!(cache.settings("team-a").unwrap().readiness_probes, Some(true));
-
-        let plain = namespace("team-b", &[]);
-        cache.upsert(&plain);
-        assert_eq!(*cache.settings("team-b").unwrap(), NamespaceSettings::default());
-
-        cache.remove("team-b");
-        assert!(cache.settings("team-b").is_none());
-
-        let opted_out = namespace("team-c", &[(NAMESPACE_OPT_OUT_ANNOTATION, "true")]);
-        let problems = cache.replace_all([&fixed, &opted_out]);
-        assert!(problems.is_empty());
-        cache.upsert(&plain);
-        let problems = cache.replace_all([&opted_out, &namespace("team-d", &[(DEFAULT_PROBES_ANNOTATION, "x")])]);
-        assert_eq!(problems.len(), 1);
-        assert_eq!(problems[0].0, "team-d");
-        assert!(cache.settings("team-a").is_none() && cache.settings("team-b").is_none());
-        assert!(cache.settings("team-c").unwrap().opted_out);
-        assert_eq!(cache.len(), 2);
-    }
-
-    #[test]
-    fn stripping_a_namespace_keeps_only_podmedic_annotations() {
-        let mut ns = namespace(
-            "team-a",
-            &[("kubectl.kubernetes.io/last-applied-configuration", "{...}"), (DEFAULT_PROBES_ANNOTATION, "none")],
-        );
-        strip_namespace(&mut ns);
-        assert_eq!(ns.metadata.annotations, Some(annotations(&[(DEFAULT_PROBES_ANNOTATION, "none")])));
-        let mut bare = namespace("team-b", &[("a/b", "c")]);
-        strip_namespace(&mut bare);
-        assert_eq!(bare.metadata.annotations, None);
-    }
 
     #[tokio::test]
     async fn offline_watches_are_ready_at_once() {
@@ -757,9 +393,8 @@ mod tests {
         assert!(auto.settings("default").is_none());
         let off = ClusterWatch::offline(NativeSidecarsMode::Off);
         assert!(!off.native_sidecars().is_available());
-        let policy = Policy::from_yaml_str("apiVersion: podmedic.io/v1alpha1\nkind: Policy\n", "test").unwrap();
-        let env = Arc::new(ClusterWatch::offline(NativeSidecarsMode::On)).environment(Arc::new(policy));
-        assert!(env.capability.native_sidecars().is_available());
+        let on: Arc<dyn CapabilitySource> = Arc::new(ClusterWatch::offline(NativeSidecarsMode::On));
+        assert!(on.native_sidecars().is_available());
     }
 
     #[tokio::test]

@@ -1,66 +1,38 @@
-//! The command line: `podmedic serve`, `podmedic fix`, `podmedic certs`.
-//!
-//! Every flag can also be set with an environment variable `PODMEDIC_*`, so a Deployment can
-//! configure podmedic from a ConfigMap without rewriting its `args`.
+//! `podmedic serve`: the webhook's flags, converted into [`ServeConfig`].
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, ValueEnum};
 
-use crate::audit::AuditArgs;
-use crate::certs::CertsArgs;
-use crate::fix::FixArgs;
+use super::units::{parse_byte_size, parse_duration, parse_nonzero_duration};
+use crate::cluster;
+use crate::webhook::tls::CertFiles;
+use crate::webhook::{CertificateSource, ServeConfig, ServerConfig, default_ephemeral_ca_file};
 
-/// podmedic: turns the long-running sidecars of Jobs into native sidecars and prevents common
-/// causes of Pending and CrashLoopBackOff.
-#[derive(Debug, Parser)]
-#[command(name = "podmedic", version, about, long_about = None, propagate_version = true)]
-pub struct Cli {
-    /// Logging options, accepted before or after the subcommand.
-    #[command(flatten)]
-    pub logging: LogArgs,
-    /// What to run.
-    #[command(subcommand)]
-    pub command: Command,
+/// `--native-sidecars`: whether podmedic may move sidecars into `initContainers`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum NativeSidecarsMode {
+    /// Decide from the API server's and every kubelet's version (assume available when there is
+    /// no cluster to ask).
+    #[default]
+    Auto,
+    /// Always move sidecars (you know every node runs Kubernetes 1.29 or newer).
+    On,
+    /// Never move sidecars.
+    Off,
 }
 
-/// The subcommands.
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Run the admission webhook (HTTPS), with health and metrics on a separate plain-HTTP port.
-    Serve(Box<ServeArgs>),
-    /// Apply podmedic's fixes to manifests offline and print the result.
-    Fix(FixArgs),
-    /// Make a CA and a serving certificate for the webhook's Service.
-    Certs(CertsArgs),
-    /// Against a live cluster: list what podmedic would change, and Jobs stuck on a sidecar.
-    Audit(AuditArgs),
+impl From<NativeSidecarsMode> for cluster::NativeSidecarsMode {
+    fn from(mode: NativeSidecarsMode) -> Self {
+        match mode {
+            NativeSidecarsMode::Auto => cluster::NativeSidecarsMode::Auto,
+            NativeSidecarsMode::On => cluster::NativeSidecarsMode::On,
+            NativeSidecarsMode::Off => cluster::NativeSidecarsMode::Off,
+        }
+    }
 }
-
-/// How logs are written.
-#[derive(Debug, Clone, Args)]
-pub struct LogArgs {
-    /// Log format: `text` for people, `json` for log collectors.
-    #[arg(long, env = "PODMEDIC_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
-    pub log_format: LogFormat,
-    /// Log filter, for example `info` or `podmedic=debug,info` (tracing EnvFilter syntax).
-    /// When not given, RUST_LOG is used, and `info` when that is not set either.
-    #[arg(long, env = "PODMEDIC_LOG_LEVEL", global = true)]
-    pub log_level: Option<String>,
-}
-
-/// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line.
-    Json,
-}
-
-pub use crate::cluster::NativeSidecarsMode;
 
 /// Arguments of `podmedic serve`.
 #[derive(Debug, Clone, Args)]
@@ -161,81 +133,56 @@ pub struct ServeArgs {
     pub ephemeral_ca_file: Option<PathBuf>,
 }
 
-/// Parses `500ms`, `2s`, `1m`, `1h` (one number and one unit; a bare number means seconds).
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number.parse().map_err(|_| format!("{text:?} is not a duration such as 500ms, 2s or 1m"))?;
-    let millis = match unit.trim() {
-        "ms" => Some(number),
-        "" | "s" => number.checked_mul(1_000),
-        "m" => number.checked_mul(60_000),
-        "h" => number.checked_mul(3_600_000),
-        other => return Err(format!("unknown duration unit {other:?} in {text:?} (use ms, s, m or h)")),
-    };
-    millis.map(Duration::from_millis).ok_or_else(|| format!("{text:?} is too long"))
-}
-
-/// [`parse_duration`], refusing zero (a zero interval or timeout is never what was meant).
-pub fn parse_nonzero_duration(text: &str) -> Result<Duration, String> {
-    match parse_duration(text)? {
-        Duration::ZERO => Err("the duration must be longer than zero".into()),
-        d => Ok(d),
-    }
-}
-
-/// Parses a byte count: `7340032`, `512Ki`, `7Mi`, `1Gi`.
-pub fn parse_byte_size(text: &str) -> Result<usize, String> {
-    let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: usize = number.parse().map_err(|_| format!("{text:?} is not a size such as 7340032 or 7Mi"))?;
-    let factor: usize = match unit {
-        "" => 1,
-        "Ki" => 1 << 10,
-        "Mi" => 1 << 20,
-        "Gi" => 1 << 30,
-        other => return Err(format!("unknown size unit {other:?} in {text:?} (use Ki, Mi or Gi)")),
-    };
-    match number.checked_mul(factor) {
-        Some(0) => Err("the size must be at least 1 byte".into()),
-        Some(n) => Ok(n),
-        None => Err(format!("{text:?} is too large")),
+impl From<&ServeArgs> for ServeConfig {
+    fn from(args: &ServeArgs) -> Self {
+        let certificates = match (&args.tls_cert, &args.tls_key) {
+            (Some(cert), Some(key)) => CertificateSource::Files {
+                files: CertFiles { cert: cert.clone(), key: key.clone() },
+                reload_interval: args.tls_reload_interval,
+            },
+            // clap makes the two flags require each other.
+            _ => CertificateSource::Ephemeral {
+                ca_file: args.ephemeral_ca_file.clone().unwrap_or_else(default_ephemeral_ca_file),
+            },
+        };
+        let server = ServerConfig {
+            listen: args.listen,
+            metrics_listen: args.metrics_listen,
+            certificates,
+            client_ca: args.client_ca.clone(),
+            max_body_bytes: args.max_body_bytes,
+            max_concurrency: usize::try_from(args.max_concurrency).unwrap_or(usize::MAX),
+            header_read_timeout: args.header_read_timeout,
+            idle_timeout: args.idle_timeout,
+            max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
+            request_timeout: args.request_timeout,
+            tls_handshake_timeout: args.tls_handshake_timeout,
+            shutdown_timeout: args.shutdown_timeout,
+            shutdown_delay: args.shutdown_delay,
+        };
+        ServeConfig {
+            server,
+            policy: args.policy.clone(),
+            native_sidecars: args.native_sidecars.into(),
+            kubeconfig: args.kubeconfig.clone(),
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
+    use crate::cli::{Cli, Command, LogFormat};
+    use clap::Parser as _;
 
     #[test]
-    fn the_command_line_is_consistent() {
-        Cli::command().debug_assert();
-    }
-
-    #[test]
-    fn durations_parse_with_units() {
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
-        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
-        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
-        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
-        assert!(parse_duration("2 weeks").is_err());
-        assert!(parse_duration("ms").is_err());
-        assert!(parse_duration("").is_err());
-        assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
-        assert!(parse_nonzero_duration("0s").is_err());
-    }
-
-    #[test]
-    fn sizes_parse_with_binary_suffixes() {
-        assert_eq!(parse_byte_size("7Mi"), Ok(7 * 1024 * 1024));
-        assert_eq!(parse_byte_size("512Ki"), Ok(512 * 1024));
-        assert_eq!(parse_byte_size("1000"), Ok(1000));
-        assert!(parse_byte_size("0").is_err());
-        assert!(parse_byte_size("7MB").is_err());
+    fn the_mode_flag_takes_auto_on_off() {
+        for (text, mode) in
+            [("auto", NativeSidecarsMode::Auto), ("on", NativeSidecarsMode::On), ("off", NativeSidecarsMode::Off)]
+        {
+            assert_eq!(NativeSidecarsMode::from_str(text, false), Ok(mode));
+        }
+        assert_eq!(NativeSidecarsMode::default(), NativeSidecarsMode::Auto);
     }
 
     #[test]
@@ -258,10 +205,38 @@ mod tests {
     }
 
     #[test]
-    fn log_flags_go_before_or_after_the_subcommand() {
-        let cli = Cli::try_parse_from(["podmedic", "serve", "--log-format", "json"]).unwrap();
-        assert_eq!(cli.logging.log_format, LogFormat::Json);
-        let cli = Cli::try_parse_from(["podmedic", "--log-format", "json", "serve"]).unwrap();
-        assert_eq!(cli.logging.log_format, LogFormat::Json);
+    fn the_flags_become_the_server_configuration() {
+        let cli = Cli::try_parse_from([
+            "podmedic",
+            "serve",
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "k.pem",
+            "--native-sidecars",
+            "off",
+            "--max-concurrency",
+            "8",
+            "--policy",
+            "p.yaml",
+        ])
+        .unwrap();
+        let Command::Serve(args) = cli.command else { panic!("not serve") };
+        let config = ServeConfig::from(&*args);
+        assert_eq!(
+            config.server.certificates,
+            CertificateSource::Files {
+                files: CertFiles { cert: "c.pem".into(), key: "k.pem".into() },
+                reload_interval: Duration::from_secs(2)
+            }
+        );
+        assert_eq!(config.server.max_concurrency, 8);
+        assert_eq!(config.native_sidecars, cluster::NativeSidecarsMode::Off);
+        assert_eq!(config.policy.as_deref(), Some(std::path::Path::new("p.yaml")));
+        let ephemeral = ServeConfig::from(&ServeArgs { ephemeral_ca_file: None, tls_cert: None, ..*args });
+        assert_eq!(
+            ephemeral.server.certificates,
+            CertificateSource::Ephemeral { ca_file: default_ephemeral_ca_file() }
+        );
     }
 }

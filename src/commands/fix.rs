@@ -9,13 +9,12 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
+use podmedic_engine::{Context, KubeVersion, NativeSidecars, Policy, mutate_value};
 use serde::Deserialize;
 use serde_json::Value;
 
-use podmedic_engine::{Context, KubeVersion, NativeSidecars, Policy, mutate_value};
-
 /// Output format of `podmedic fix`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutputFormat {
     /// YAML documents separated by `---`.
     Yaml,
@@ -23,31 +22,22 @@ pub enum OutputFormat {
     Json,
 }
 
-/// Arguments of `podmedic fix`.
-#[derive(Debug, Clone, clap::Args)]
-pub struct FixArgs {
-    /// Files or directories to read (YAML or JSON, several documents each, `kind: List` too;
-    /// directories are searched recursively for .yaml, .yml and .json files, in name order);
-    /// `-` or nothing reads standard input.
+/// What `podmedic fix` does (from `cli::FixArgs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FixConfig {
+    /// Files or directories to read; `-` or nothing reads standard input.
     pub files: Vec<PathBuf>,
     /// Output format.
-    #[arg(short = 'o', long = "output", value_enum, default_value = "yaml", env = "PODMEDIC_FIX_OUTPUT")]
     pub output: OutputFormat,
-    /// Print a unified diff of what would change instead of the objects.
-    #[arg(long)]
+    /// Print a unified diff instead of the objects.
     pub diff: bool,
-    /// Write nothing; exit 1 when anything would change, 0 otherwise (for CI pipelines).
-    #[arg(long)]
+    /// Write nothing; exit 1 when anything would change.
     pub check: bool,
-    /// The Kubernetes version of the target cluster (`1.28` shows what an older cluster gets).
-    /// Native sidecars need 1.29 or newer on the API server and every kubelet.
-    #[arg(long, value_name = "MAJOR.MINOR", env = "PODMEDIC_KUBERNETES_VERSION")]
+    /// The target cluster's Kubernetes version (`MAJOR.MINOR`), as given.
     pub kubernetes_version: Option<String>,
     /// A policy file merged over the built-in policy.
-    #[arg(long, value_name = "FILE", env = "PODMEDIC_POLICY")]
     pub policy: Option<PathBuf>,
-    /// Also print notes: what podmedic saw and deliberately left alone.
-    #[arg(short, long)]
+    /// Also print notes.
     pub verbose: bool,
 }
 
@@ -107,9 +97,9 @@ impl Fixed {
 }
 
 /// Runs `podmedic fix`: exit 0, or 1 with `--check` when something would change.
-pub fn run(args: &FixArgs) -> anyhow::Result<ExitCode> {
-    let policy = Policy::load_or_builtin(args.policy.as_deref())?;
-    let native = match &args.kubernetes_version {
+pub fn run(config: &FixConfig) -> anyhow::Result<ExitCode> {
+    let policy = Policy::load_or_builtin(config.policy.as_deref())?;
+    let native = match &config.kubernetes_version {
         Some(v) => {
             let version = KubeVersion::parse(v).ok_or_else(|| FixError::Version(v.clone()))?;
             NativeSidecars::for_version(version.major, version.minor)
@@ -118,7 +108,7 @@ pub fn run(args: &FixArgs) -> anyhow::Result<ExitCode> {
     };
     let ctx = Context { policy: &policy, native_sidecars: &native, namespace: None };
 
-    let inputs: Vec<PathBuf> = if args.files.is_empty() { vec![PathBuf::from("-")] } else { args.files.clone() };
+    let inputs: Vec<PathBuf> = if config.files.is_empty() { vec![PathBuf::from("-")] } else { config.files.clone() };
     let mut documents = Vec::new();
     for input in expand_directories(&inputs)? {
         let (name, text) = read_input(&input)?;
@@ -131,7 +121,7 @@ pub fn run(args: &FixArgs) -> anyhow::Result<ExitCode> {
         for w in &doc.warnings {
             writeln!(err, "warning: {}: {}: {w}", doc.input, doc.label)?;
         }
-        if args.verbose {
+        if config.verbose {
             for n in &doc.notes {
                 writeln!(err, "note: {}: {}: {n}", doc.input, doc.label)?;
             }
@@ -140,15 +130,15 @@ pub fn run(args: &FixArgs) -> anyhow::Result<ExitCode> {
     let changed = documents.iter().filter(|d| d.changed()).count();
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    if args.diff {
+    if config.diff {
         for doc in documents.iter().filter(|d| d.changed()) {
             write!(out, "{}", diff(doc)?)?;
         }
-    } else if !args.check {
-        write_documents(&mut out, &documents, args.output)?;
+    } else if !config.check {
+        write_documents(&mut out, &documents, config.output)?;
     }
     out.flush()?;
-    if args.check {
+    if config.check {
         writeln!(err, "{changed} of {} object(s) would change", documents.len())?;
         return Ok(if changed > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS });
     }

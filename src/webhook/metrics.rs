@@ -42,7 +42,7 @@ struct ReasonLabels {
 }
 
 /// Error reasons counted by the server itself (the others come from
-/// [`crate::admission::ReviewError::metric_label`] and the engine's skip reasons).
+/// [`podmedic_engine::admission::ReviewError::metric_label`] and the engine's skip reasons).
 pub mod reason {
     /// The body was larger than `--max-body-bytes`.
     pub const PAYLOAD_TOO_LARGE: &str = "payload_too_large";

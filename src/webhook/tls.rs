@@ -24,8 +24,8 @@ use rustls::{RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::certs::{CertsError, generate_ca_and_leaf};
-use crate::metrics::Metrics;
+use super::metrics::Metrics;
+use crate::pki::{PkiError, generate_ca_and_leaf};
 
 /// ALPN protocols offered, preferred first. The API server speaks both.
 pub const ALPN_PROTOCOLS: [&[u8]; 2] = [b"h2", b"http/1.1"];
@@ -86,7 +86,7 @@ pub enum TlsError {
     },
     /// The ephemeral certificate could not be made.
     #[error(transparent)]
-    Generate(#[from] CertsError),
+    Generate(#[from] PkiError),
     /// The ephemeral CA could not be written.
     #[error("cannot write the ephemeral CA to {path}: {source}")]
     WriteCa {
@@ -334,7 +334,7 @@ pub fn server_config(resolver: Arc<CertResolver>, client_ca: Option<&Path>) -> R
 mod tests {
     use super::*;
 
-    fn bundle() -> crate::certs::CertBundle {
+    fn bundle() -> crate::pki::CertBundle {
         generate_ca_and_leaf("localhost", &["localhost".into()], Duration::from_secs(3600)).unwrap()
     }
 

@@ -1,0 +1,129 @@
+//! `podmedic serve`: the webhook over HTTPS, health and metrics over plain HTTP, graceful shutdown.
+//!
+//! - [`router`]: the HTTP surface, `POST /mutate` (public, so tests can drive it without a socket):
+//!   decode the body, dispatch to the engine's [`admit`](podmedic_engine::admission::admit),
+//!   encode; and `/healthz`, `/readyz`, `/metrics` ([`health_router`]).
+//! - [`Server`] (`listener.rs`) puts the router behind rustls and hyper: a TCP accept loop with a
+//!   connection limit, a TLS handshake with a timeout, then hyper-util's automatic HTTP/1.1 / HTTP/2
+//!   connection with a header read timeout, each connection watched for graceful shutdown.
+//! - [`tls`]: certificates, hot reload, client-certificate authentication; [`metrics`];
+//!   [`readiness`]; [`shutdown_signal`].
+//!
+//! Shutdown, on SIGTERM or SIGINT: `/readyz` turns 503, the listener stays open for
+//! `--shutdown-delay` so endpoints can stop routing to this Pod, then it closes; connections are
+//! told to finish (HTTP/1.1 closes once the in-flight response is written, idle connections close
+//! at once, HTTP/2 gets GOAWAY), and whatever is still running at `--shutdown-timeout` is dropped.
+
+mod listener;
+pub mod metrics;
+pub mod readiness;
+mod router;
+mod shutdown;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use podmedic_engine::admission::Environment;
+use podmedic_engine::policy::{Policy, PolicyError};
+
+use crate::cluster::{ClusterError, ClusterWatch, NativeSidecarsMode};
+pub use listener::{CertificateSource, Server, ServerConfig};
+use metrics::Metrics;
+use readiness::Readiness;
+pub use router::{WebhookState, health_router, router};
+pub use shutdown::shutdown_signal;
+use tls::TlsError;
+
+/// Everything `podmedic serve` needs (from `cli::ServeArgs`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServeConfig {
+    /// Listeners, certificates, limits and timeouts.
+    pub server: ServerConfig,
+    /// Policy file merged over the built-in policy.
+    pub policy: Option<PathBuf>,
+    /// Whether sidecars may be moved: decided from the cluster, or forced.
+    pub native_sidecars: NativeSidecarsMode,
+    /// Kubeconfig to reach the API server (else inferred; no cluster is fine).
+    pub kubeconfig: Option<PathBuf>,
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// Certificates could not be loaded or made.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The policy file could not be loaded.
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    /// The cluster connection given could not be used.
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    /// A listener could not be opened.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+/// `podmedic-ca.crt` in the temporary directory.
+pub fn default_ephemeral_ca_file() -> PathBuf {
+    std::env::temp_dir().join("podmedic-ca.crt")
+}
+
+/// Builds what admission needs: the policy and the cluster's capabilities.
+///
+/// This is the one place the environment is assembled: the policy, and a [`ClusterWatch`] as the
+/// source of the native-sidecar capability and of the namespace settings. The watch registers
+/// its readiness gate here.
+pub async fn build_environment(config: &ServeConfig, readiness: &Readiness) -> Result<Environment, ServeError> {
+    let policy_gate = readiness.gate("policy");
+    let policy = Policy::load_or_builtin(config.policy.as_deref())?;
+    if let Some(path) = &config.policy {
+        tracing::info!(policy = %path.display(), "loaded the policy file");
+    }
+    policy_gate.open();
+    let cluster_gate = readiness.gate("cluster");
+    let watch = Arc::new(ClusterWatch::start(config.native_sidecars, config.kubeconfig.as_deref()).await?);
+    if watch.is_ready() {
+        cluster_gate.open();
+    } else {
+        // Ready once the first Node and Namespace lists are in; the watch keeps them current.
+        let waiting = Arc::downgrade(&watch);
+        tokio::spawn(async move {
+            while let Some(watch) = waiting.upgrade() {
+                if watch.is_ready() {
+                    cluster_gate.open();
+                    return;
+                }
+                drop(watch);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+    }
+    Ok(Environment { policy: Arc::new(policy), capability: watch.clone(), namespaces: watch })
+}
+
+/// Runs `podmedic serve` until SIGTERM or SIGINT.
+pub async fn serve(config: &ServeConfig) -> Result<(), ServeError> {
+    let server = &config.server;
+    if server.shutdown_delay >= server.shutdown_timeout {
+        tracing::warn!(
+            delay = ?server.shutdown_delay,
+            timeout = ?server.shutdown_timeout,
+            "--shutdown-delay is not shorter than --shutdown-timeout: requests in flight at the end of the delay are dropped"
+        );
+    }
+    let readiness = Readiness::new();
+    let metrics = Arc::new(Metrics::new());
+    let environment = build_environment(config, &readiness).await?;
+    let server = Server::bind(server.clone(), environment, readiness, metrics).await?;
+    server.run(shutdown_signal()).await;
+    Ok(())
+}

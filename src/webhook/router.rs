@@ -1,0 +1,328 @@
+//! The webhook's HTTP surface: `POST /mutate` decodes nothing itself and dispatches the body to
+//! the engine's `admit`, then logs, counts and encodes; plus the plain-HTTP health and metrics.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::error_handling::HandleErrorLayer;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use podmedic_engine::admission::{self, Admission, Environment};
+use tower::ServiceBuilder;
+use tower::limit::ConcurrencyLimitLayer;
+use tower::load_shed::LoadShedLayer;
+use tower_http::catch_panic::{CatchPanicLayer, ResponseForPanic};
+
+use super::metrics::{self, Metrics, reason};
+use super::readiness::Readiness;
+
+/// What the webhook handlers share.
+#[derive(Clone)]
+pub struct WebhookState {
+    /// Policy and cluster capabilities.
+    pub environment: Environment,
+    /// Where requests are counted.
+    pub metrics: Arc<Metrics>,
+    /// Largest request body.
+    pub max_body_bytes: usize,
+    /// Time to receive the body.
+    pub request_timeout: Duration,
+    /// Requests handled at once before shedding.
+    pub max_concurrency: usize,
+}
+
+impl WebhookState {
+    /// State with the defaults of `podmedic serve` (7 MiB, 10 s, 512 requests at once).
+    pub fn new(environment: Environment, metrics: Arc<Metrics>) -> Self {
+        WebhookState {
+            environment,
+            metrics,
+            max_body_bytes: 7 << 20,
+            request_timeout: Duration::from_secs(10),
+            max_concurrency: 512,
+        }
+    }
+}
+
+/// The webhook's HTTP surface: `POST /mutate`, with panics caught and excess load shed.
+pub fn router(state: WebhookState) -> Router {
+    let metrics = state.metrics.clone();
+    let shed_metrics = state.metrics.clone();
+    // Shedding rather than queueing: a request that waits here is one the API server may already
+    // have given up on, and its failurePolicy is the better answer under overload.
+    let mutate = post(mutate)
+        .fallback(method_not_allowed)
+        .layer(
+            ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(move |_: tower::BoxError| {
+                    let metrics = shed_metrics.clone();
+                    async move {
+                        metrics.error(reason::OVERLOADED);
+                        json_error(StatusCode::SERVICE_UNAVAILABLE, "podmedic is overloaded, try again")
+                    }
+                }))
+                .layer(LoadShedLayer::new())
+                .layer(ConcurrencyLimitLayer::new(state.max_concurrency)),
+        )
+        .with_state(state);
+    with_panic_guard(Router::new().route("/mutate", mutate).fallback(not_found), metrics)
+}
+
+/// Turns a panic in any handler of `router` into a 500 and a metric instead of a dropped
+/// connection.
+fn with_panic_guard(router: Router, metrics: Arc<Metrics>) -> Router {
+    router.layer(CatchPanicLayer::custom(PanicResponse { metrics }))
+}
+
+#[derive(Clone)]
+struct PanicResponse {
+    metrics: Arc<Metrics>,
+}
+
+impl ResponseForPanic for PanicResponse {
+    type ResponseBody = Body;
+
+    fn response_for_panic(&mut self, err: Box<dyn std::any::Any + Send + 'static>) -> Response {
+        let detail = err
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| err.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into());
+        tracing::error!(panic = %detail, "a request handler panicked");
+        self.metrics.error(reason::HANDLER_PANIC);
+        json_error(StatusCode::INTERNAL_SERVER_ERROR, "internal error in podmedic")
+    }
+}
+
+/// `POST /mutate`: an AdmissionReview in, an AdmissionReview out.
+async fn mutate(State(state): State<WebhookState>, request: Request) -> Response {
+    let started = Instant::now();
+    let metrics = &state.metrics;
+    if !is_json(request.headers()) {
+        metrics.error(reason::UNSUPPORTED_MEDIA_TYPE);
+        return json_error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "the Content-Type must be application/json");
+    }
+    let too_large = || {
+        metrics.error(reason::PAYLOAD_TOO_LARGE);
+        json_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("the body is larger than the limit of {} bytes", state.max_body_bytes),
+        )
+    };
+    if content_length(request.headers()).is_some_and(|len| len > state.max_body_bytes as u64) {
+        return too_large();
+    }
+    let body = Limited::new(request.into_body(), state.max_body_bytes);
+    let body = match tokio::time::timeout(state.request_timeout, body.collect()).await {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => return too_large(),
+        Ok(Err(e)) => {
+            metrics.error(reason::BODY_READ);
+            return json_error(StatusCode::BAD_REQUEST, &format!("cannot read the request body: {e}"));
+        }
+        Err(_) => {
+            metrics.error(reason::REQUEST_TIMEOUT);
+            return json_error(StatusCode::REQUEST_TIMEOUT, "the request body did not arrive in time");
+        }
+    };
+
+    match admission::admit(&body, &state.environment) {
+        Ok(admission) => {
+            let elapsed = started.elapsed();
+            log_admission(&admission, elapsed);
+            metrics.observe_admission(&admission, elapsed);
+            ([(header::CONTENT_TYPE, "application/json")], admission.body).into_response()
+        }
+        Err(e) => {
+            metrics.error(e.metric_label());
+            tracing::warn!(error = %e, "refused a body that is not an AdmissionReview");
+            json_error(StatusCode::BAD_REQUEST, &e.to_string())
+        }
+    }
+}
+
+/// One line per admission; never the object itself, which may carry secrets in its environment.
+fn log_admission(admission: &Admission, elapsed: Duration) {
+    let changes: Vec<&str> = admission.changes.iter().map(|c| c.label()).collect();
+    let changes = changes.join(",");
+    tracing::info!(
+        uid = %admission.uid,
+        kind = %admission.kind,
+        namespace = %admission.namespace,
+        name = %admission.name,
+        operation = admission.operation,
+        result = admission.outcome.label(),
+        changes = %changes,
+        warnings = admission.warnings,
+        duration_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+        "admission"
+    );
+    if let Some((label, message)) = &admission.skip_reason {
+        tracing::error!(
+            uid = %admission.uid,
+            kind = %admission.kind,
+            namespace = %admission.namespace,
+            name = %admission.name,
+            reason = label,
+            error = %message,
+            "podmedic skipped this object and let it through unchanged"
+        );
+    }
+}
+
+/// `application/json`, with or without parameters such as `charset=utf-8`.
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|media_type| media_type.trim().eq_ignore_ascii_case("application/json"))
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
+}
+
+async fn method_not_allowed() -> Response {
+    let mut response = json_error(StatusCode::METHOD_NOT_ALLOWED, "use POST");
+    response.headers_mut().insert(header::ALLOW, header::HeaderValue::from_static("POST"));
+    response
+}
+
+async fn not_found() -> Response {
+    json_error(StatusCode::NOT_FOUND, "not found; the webhook is POST /mutate")
+}
+
+/// `{"error": message}` with `status`.
+fn json_error(status: StatusCode, message: &str) -> Response {
+    (status, axum::Json(serde_json::json!({ "error": message }))).into_response()
+}
+
+/// The plain-HTTP surface: `/healthz`, `/readyz`, `/metrics`.
+pub fn health_router(readiness: Readiness, metrics: Arc<Metrics>) -> Router {
+    Router::new()
+        // Liveness: the process answers. Nothing podmedic can recover from by restarting is checked.
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let readiness = readiness.clone();
+                async move {
+                    match readiness.check() {
+                        Ok(()) => (StatusCode::OK, "ok\n".to_owned()),
+                        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")),
+                    }
+                }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(move || {
+                let metrics = metrics.clone();
+                async move { ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], metrics.encode()) }
+            }),
+        )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::Method;
+    use podmedic_engine::Policy;
+    use tower::ServiceExt;
+
+    fn state() -> WebhookState {
+        WebhookState::new(Environment::standalone(Arc::new(Policy::builtin())), Arc::new(Metrics::new()))
+    }
+
+    fn request(method: Method, content_type: Option<&str>, body: &'static str) -> Request {
+        let mut builder = Request::builder().method(method).uri("/mutate");
+        if let Some(ct) = content_type {
+            builder = builder.header(header::CONTENT_TYPE, ct);
+        }
+        builder.body(Body::from(body)).unwrap()
+    }
+
+    async fn error_of(response: Response) -> String {
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        json["error"].as_str().unwrap().to_owned()
+    }
+
+    #[test]
+    fn json_content_types() {
+        let with = |ct: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::CONTENT_TYPE, ct.parse().unwrap());
+            is_json(&headers)
+        };
+        assert!(with("application/json"));
+        assert!(with("application/json; charset=utf-8"));
+        assert!(with("Application/JSON"));
+        assert!(!with("application/yaml"));
+        assert!(!with("application/jsonx"));
+        assert!(!with("text/plain; application/json"));
+        assert!(!is_json(&HeaderMap::new()));
+    }
+
+    #[tokio::test]
+    async fn other_methods_get_405_with_allow() {
+        let response = router(state()).oneshot(request(Method::GET, None, "")).await.unwrap();
+        assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(response.headers()[header::ALLOW], "POST");
+        assert_eq!(error_of(response).await, "use POST");
+    }
+
+    #[tokio::test]
+    async fn a_wrong_content_type_gets_415() {
+        let response = router(state()).oneshot(request(Method::POST, Some("text/plain"), "{}")).await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    }
+
+    #[tokio::test]
+    async fn not_an_admission_review_gets_400() {
+        let response =
+            router(state()).oneshot(request(Method::POST, Some("application/json"), "{not json")).await.unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        assert!(error_of(response).await.contains("not a valid AdmissionReview"));
+    }
+
+    #[tokio::test]
+    async fn unknown_paths_get_404() {
+        let response =
+            router(state()).oneshot(Request::builder().uri("/validate").body(Body::empty()).unwrap()).await.unwrap();
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    }
+
+    async fn boom() -> &'static str {
+        panic!("boom")
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_gets_500_and_is_counted() {
+        let metrics = Arc::new(Metrics::new());
+        let app = with_panic_guard(Router::new().route("/boom", get(boom)), metrics.clone());
+        let response = app.oneshot(Request::builder().uri("/boom").body(Body::empty()).unwrap()).await.unwrap();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(metrics.encode().contains(r#"podmedic_errors_total{reason="handler_panic"} 1"#));
+    }
+
+    #[tokio::test]
+    async fn readyz_reports_closed_gates_and_shutdown() {
+        let readiness = Readiness::new();
+        let gate = readiness.gate("certificates");
+        let app = health_router(readiness.clone(), Arc::new(Metrics::new()));
+        let get_readyz = || Request::builder().uri("/readyz").body(Body::empty()).unwrap();
+        let response = app.clone().oneshot(get_readyz()).await.unwrap();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        gate.open();
+        assert_eq!(app.clone().oneshot(get_readyz()).await.unwrap().status(), StatusCode::OK);
+        readiness.begin_shutdown();
+        assert_eq!(app.clone().oneshot(get_readyz()).await.unwrap().status(), StatusCode::SERVICE_UNAVAILABLE);
+    }
+}
