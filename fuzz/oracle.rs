@@ -1,7 +1,7 @@
 //! What must hold for any bytes given to `podmedic_engine::admission::admit` as an HTTP body.
 //!
 //! Shared by the libFuzzer target (`fuzz/fuzz_targets/admit.rs`) and the deterministic replay test
-//! that runs in `cargo test` (`tests/fuzz_replay.rs`), so CI checks the same oracle without a fuzzer.
+//! that runs in `cargo test` (`crates/podmedic-engine/tests/fuzz_replay.rs`), so CI checks the same oracle without a fuzzer.
 
 use std::sync::{Arc, LazyLock};
 

@@ -71,7 +71,7 @@ fn finds_shell_scripts_in_command_and_args() {
 
 #[test]
 fn type_errors_name_the_field_but_never_quote_the_value() {
-    // Found by tests/hostile.rs: these messages reached the error log and the warning.
+    // Found by the hostile-input tests (tests/server/hostile/): these messages reached the error log and the warning.
     for (raw, field, found) in [
         (r#"{"spec":{"containers":[{"name":"x","env":"DB_PASSWORD=hunter2"}]}}"#, "env", "string"),
         (r#"{"spec":{"containers":[{"name":"x","args":"--password=hunter2"}]}}"#, "args", "string"),

@@ -1,14 +1,12 @@
 //! TLS as the API server sees it: certificate rotation through a kubelet-mounted Secret, HTTP/2 and
 //! HTTP/1.1 keep-alive, client certificates, TLS 1.2 and 1.3, RSA and ECDSA keys.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::*;
 use podmedic::webhook::{CertificateSource, Server, ServerConfig};
 use rustls::ProtocolVersion;
 use rustls::pki_types::CertificateDer;
-use support::*;
 
 /// Opens new connections until one presents `expected`; panics after [`PATIENCE`].
 async fn wait_for_certificate(server: &TestServer, expected: &CertificateDer<'_>) {

@@ -2,9 +2,7 @@
 //! given the review, podmedic answers with the same uid and a patch that, applied to the object,
 //! gives the fixed object.
 
-mod support;
-
-use support::*;
+use crate::support::*;
 
 /// The Job controller's Pod: cloud-sql-proxy becomes a native sidecar, `export` stays alone.
 #[tokio::test]

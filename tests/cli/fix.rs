@@ -1,7 +1,5 @@
 //! `podmedic fix` as users run it: the real binary on the fixture files.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 

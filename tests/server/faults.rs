@@ -3,20 +3,16 @@
 //! the README's Reliability section take the sizes from the environment and a release build:
 //!
 //! ```sh
-//! FAULTS_RATE=1000 FAULTS_SECS=20 cargo test --release --test faults -- --nocapture
-//! FAULTS_SOAK_RATE=500 FAULTS_SOAK_SECS=600 cargo test --release --test faults soak -- --nocapture
+//! FAULTS_RATE=1000 FAULTS_SECS=20 cargo test --release --test server faults:: -- --nocapture
+//! FAULTS_SOAK_RATE=500 FAULTS_SOAK_SECS=600 cargo test --release --test server faults::soak -- --nocapture
 //! ```
-
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use support::process::ServeProcess;
-use support::*;
+use crate::support::process::ServeProcess;
+use crate::support::*;
 
 fn env_or(name: &str, default: f64) -> f64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)

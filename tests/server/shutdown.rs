@@ -1,14 +1,12 @@
 //! Graceful shutdown: on SIGTERM podmedic turns unready, stops accepting, finishes the requests
 //! in flight, closes idle connections and exits 0 within the shutdown timeout.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::process::ServeProcess;
+use crate::support::*;
 use hyper::StatusCode;
 use hyper::body::{Bytes, Frame};
-use support::process::ServeProcess;
-use support::*;
 
 /// Polls until `check` is true; panics after [`PATIENCE`].
 async fn eventually<F: std::future::Future<Output = bool>>(what: &str, mut check: impl FnMut() -> F) {

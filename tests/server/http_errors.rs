@@ -1,14 +1,12 @@
 //! What podmedic answers to requests that are not AdmissionReviews, or too big, too slow, too many.
 //! Every error is JSON `{"error": "..."}` saying what is wrong.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::*;
 use hyper::Request;
 use hyper::StatusCode;
 use hyper::body::{Bytes, Frame};
-use support::*;
 
 /// A review with `request` replaced by `request` (raw JSON text).
 fn review_with_request(request: &str) -> Vec<u8> {
