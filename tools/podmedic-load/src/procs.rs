@@ -234,7 +234,9 @@ pub fn build_podmedic(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
         return Ok(path.to_path_buf());
     }
     let release = !cfg!(debug_assertions);
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    // The workspace root, two levels above this package (tools/podmedic-load).
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let root = root.as_path();
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut args = vec!["build", "--bin", "podmedic"];
     if release {

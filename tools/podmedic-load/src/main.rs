@@ -3,8 +3,8 @@
 //! One command runs everything and prints the tables:
 //!
 //! ```text
-//! cargo run --release --features loadtest --bin podmedic-load -- --all      # about 10 minutes
-//! cargo run --release --features loadtest --bin podmedic-load -- --quick    # smoke run, seconds
+//! cargo run --release -p podmedic-load -- --all      # about 10 minutes
+//! cargo run --release -p podmedic-load -- --quick    # smoke run, seconds
 //! ```
 //!
 //! It builds the release `podmedic` binary, starts it (`podmedic serve`) and the two floors of our
@@ -18,9 +18,11 @@
 mod client;
 mod engine;
 mod floor;
+mod phases;
 mod procs;
 mod report;
 mod run;
+mod summary;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -36,8 +36,8 @@ pub struct Client {
 impl Client {
     /// A client for `addr` trusting `ca_pem`, sending `body` to `/mutate`.
     pub fn new(addr: SocketAddr, ca_pem: &str, body: &[u8]) -> anyhow::Result<Client> {
-        use rustls_pki_types::CertificateDer;
-        use rustls_pki_types::pem::PemObject;
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject;
         let mut roots = rustls::RootCertStore::empty();
         for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
             roots.add(cert?)?;
