@@ -1,15 +1,15 @@
 //! The audit's report, computed from what was read: what the engine would change, and which Jobs
 //! look stuck on a sidecar.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeSet, HashMap};
 
-use k8s_openapi::api::batch::v1::{CronJob, Job};
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::jiff::Timestamp;
 use podmedic_engine::annotations::{ENABLED_LABEL, namespace_settings};
 use podmedic_engine::kubernetes::{NodeKubelet, decide_native_sidecars};
 use podmedic_engine::{Change, ChangeKind, Context, NamespaceSettings, NativeSidecars, Policy, mutate_value};
 use serde::Serialize;
+use serde_json::Value;
 
 /// Everything `podmedic audit` reports.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -113,17 +113,18 @@ pub struct FinishedContainer {
     pub exit_code: i32,
 }
 
-/// What the audit read from the cluster.
+/// What the audit read from the cluster. Jobs, CronJobs and Pods are raw JSON, as the API server
+/// sent them (with `apiVersion` and `kind`): the engine reads them as the webhook would.
 #[derive(Debug, Default, Clone)]
 pub struct ClusterObjects {
     /// The namespaces in scope that could be read.
     pub namespaces: Vec<Namespace>,
     /// Jobs in scope.
-    pub jobs: Vec<Job>,
+    pub jobs: Vec<Value>,
     /// CronJobs in scope.
-    pub cron_jobs: Vec<CronJob>,
+    pub cron_jobs: Vec<Value>,
     /// Run-to-completion Pods in scope (restartPolicy Never or OnFailure).
-    pub pods: Vec<Pod>,
+    pub pods: Vec<Value>,
 }
 
 /// Whether a Pod looks stuck on a sidecar: it is `Running`, runs to completion, every main
@@ -132,11 +133,10 @@ pub struct ClusterObjects {
 ///
 /// Which containers are sidecars is decided by the engine itself, run on the Pod with native
 /// sidecars available, so the audit and the webhook never disagree.
-pub fn stuck_on_sidecar(pod: &Pod, policy: &Policy) -> Option<StuckPod> {
-    let spec = pod.spec.as_ref()?;
-    let status = pod.status.as_ref()?;
-    if status.phase.as_deref() != Some("Running")
-        || !matches!(spec.restart_policy.as_deref(), Some("Never" | "OnFailure"))
+pub fn stuck_on_sidecar(pod: &Value, policy: &Policy) -> Option<StuckPod> {
+    let restart_policy = pod.pointer("/spec/restartPolicy").and_then(Value::as_str);
+    if pod.pointer("/status/phase").and_then(Value::as_str) != Some("Running")
+        || !matches!(restart_policy, Some("Never" | "OnFailure"))
     {
         return None;
     }
@@ -144,21 +144,27 @@ pub fn stuck_on_sidecar(pod: &Pod, policy: &Policy) -> Option<StuckPod> {
     if sidecars.is_empty() {
         return None;
     }
-    let states: HashMap<&str, _> =
-        status.container_statuses.iter().flatten().map(|s| (s.name.as_str(), s.state.as_ref())).collect();
+    // Container name → its `state`, from `status.containerStatuses`.
+    let states: HashMap<&str, &Value> = list(pod, "/status/containerStatuses")
+        .filter_map(|s| Some((s.get("name")?.as_str()?, s.get("state")?)))
+        .collect();
+    let state_of = |name: &str, state: &str| states.get(name).and_then(|s| s.get(state)).filter(|s| s.is_object());
     let mut finished = Vec::new();
     let mut finished_at: Option<Timestamp> = None;
-    for main in spec.containers.iter().filter(|c| !sidecars.contains(&c.name)) {
-        let terminated = states.get(main.name.as_str()).copied().flatten().and_then(|s| s.terminated.as_ref())?;
-        finished.push(FinishedContainer { name: main.name.clone(), exit_code: terminated.exit_code });
-        if let Some(at) = terminated.finished_at.as_ref().map(|t| t.0) {
+    let mains = list(pod, "/spec/containers")
+        .filter_map(|c| c.get("name")?.as_str())
+        .filter(|n| !sidecars.iter().any(|s| s == n));
+    for main in mains {
+        let terminated = state_of(main, "terminated")?;
+        let exit_code = terminated.get("exitCode").and_then(Value::as_i64).and_then(|c| i32::try_from(c).ok())?;
+        finished.push(FinishedContainer { name: main.to_owned(), exit_code });
+        if let Some(at) = terminated.get("finishedAt").and_then(Value::as_str).and_then(|t| t.parse::<Timestamp>().ok())
+        {
             finished_at = Some(finished_at.map_or(at, |prev| prev.max(at)));
         }
     }
-    let running_sidecars: Vec<String> = sidecars
-        .into_iter()
-        .filter(|name| states.get(name.as_str()).copied().flatten().is_some_and(|s| s.running.is_some()))
-        .collect();
+    let running_sidecars: Vec<String> =
+        sidecars.into_iter().filter(|name| state_of(name, "running").is_some()).collect();
     if finished.is_empty() || running_sidecars.is_empty() {
         return None;
     }
@@ -166,21 +172,29 @@ pub fn stuck_on_sidecar(pod: &Pod, policy: &Policy) -> Option<StuckPod> {
 }
 
 /// The containers the engine would move as sidecars.
-fn sidecars_of(pod: &Pod, policy: &Policy) -> Vec<String> {
-    let Ok(value) = serde_json::to_value(pod) else { return Vec::new() };
+fn sidecars_of(pod: &Value, policy: &Policy) -> Vec<String> {
     let ctx = Context { policy, native_sidecars: &NativeSidecars::Available, namespace: None };
-    match mutate_value(&value, &ctx) {
+    match mutate_value(pod, &ctx) {
         Ok(m) => m.changes.into_iter().filter(|c| c.kind == ChangeKind::SidecarMoved).map(|c| c.container).collect(),
         Err(_) => Vec::new(),
     }
 }
 
+/// The items of the array at `pointer` (none when it is missing or not an array).
+fn list<'v>(object: &'v Value, pointer: &str) -> impl Iterator<Item = &'v Value> {
+    object.pointer(pointer).and_then(Value::as_array).into_iter().flatten()
+}
+
+/// A string at `pointer`, for example `/metadata/name`.
+fn text<'v>(object: &'v Value, pointer: &str) -> Option<&'v str> {
+    object.pointer(pointer).and_then(Value::as_str)
+}
+
 /// The name of the owner of kind `kind` (`Job`, `CronJob`) in the `batch` group, if any.
-fn owning(
-    kind: &str,
-    owners: Option<&Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>>,
-) -> Option<String> {
-    owners?.iter().find(|o| o.kind == kind && o.api_version.starts_with("batch/")).map(|o| o.name.clone())
+fn owning(kind: &str, object: &Value) -> Option<String> {
+    list(object, "/metadata/ownerReferences")
+        .find(|o| text(o, "/kind") == Some(kind) && text(o, "/apiVersion").is_some_and(|v| v.starts_with("batch/")))
+        .and_then(|o| Some(text(o, "/name")?.to_owned()))
 }
 
 /// Builds the report from what was read: runs the engine on every Job not made by a CronJob, every
@@ -202,61 +216,55 @@ pub fn build_report(
     }
 
     let mut would_change = Vec::new();
-    let mut consider =
-        |meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta, kind: &str, value: serde_json::Value| {
-            let namespace = meta.namespace.clone().unwrap_or_default();
-            let ns = namespaces.get(namespace.as_str());
-            if ns.is_some_and(|(_, s)| s.opted_out) {
-                return;
-            }
-            let ctx = Context { policy, native_sidecars: &capability, namespace: ns.map(|(_, s)| s) };
-            let Ok(mutation) = mutate_value(&value, &ctx) else { return };
-            if mutation.changes.is_empty() {
-                return;
-            }
-            would_change.push(WouldChange {
-                namespace,
-                kind: kind.to_owned(),
-                name: meta.name.clone().unwrap_or_default(),
-                namespace_enabled: ns.map(|(enabled, _)| *enabled),
-                changes: mutation.changes,
-                warnings: mutation.warnings,
-            });
-        };
+    let mut consider = |object: &Value, kind: &str| {
+        let namespace = text(object, "/metadata/namespace").unwrap_or_default().to_owned();
+        let ns = namespaces.get(namespace.as_str());
+        if ns.is_some_and(|(_, s)| s.opted_out) {
+            return;
+        }
+        let ctx = Context { policy, native_sidecars: &capability, namespace: ns.map(|(_, s)| s) };
+        let Ok(mutation) = mutate_value(object, &ctx) else { return };
+        if mutation.changes.is_empty() {
+            return;
+        }
+        would_change.push(WouldChange {
+            namespace,
+            kind: kind.to_owned(),
+            name: text(object, "/metadata/name").unwrap_or_default().to_owned(),
+            namespace_enabled: ns.map(|(enabled, _)| *enabled),
+            changes: mutation.changes,
+            warnings: mutation.warnings,
+        });
+    };
     for cron_job in &objects.cron_jobs {
-        if let Ok(value) = serde_json::to_value(cron_job) {
-            consider(&cron_job.metadata, "CronJob", value);
-        }
+        consider(cron_job, "CronJob");
     }
-    for job in objects.jobs.iter().filter(|j| owning("CronJob", j.metadata.owner_references.as_ref()).is_none()) {
-        if let Ok(value) = serde_json::to_value(job) {
-            consider(&job.metadata, "Job", value);
-        }
+    for job in objects.jobs.iter().filter(|j| owning("CronJob", j).is_none()) {
+        consider(job, "Job");
     }
-    for pod in objects.pods.iter().filter(|p| owning("Job", p.metadata.owner_references.as_ref()).is_none()) {
-        if let Ok(value) = serde_json::to_value(pod) {
-            consider(&pod.metadata, "Pod", value);
-        }
+    for pod in objects.pods.iter().filter(|p| owning("Job", p).is_none()) {
+        consider(pod, "Pod");
     }
     would_change.sort_by(|a, b| (&a.namespace, &a.kind, &a.name).cmp(&(&b.namespace, &b.kind, &b.name)));
 
-    let active_jobs: BTreeMap<(&str, &str), &Job> = objects
+    let active_jobs: BTreeSet<(&str, &str)> = objects
         .jobs
         .iter()
-        .filter(|j| j.status.as_ref().and_then(|s| s.active).unwrap_or(0) > 0)
-        .filter_map(|j| Some(((j.metadata.namespace.as_deref()?, j.metadata.name.as_deref()?), j)))
+        .filter(|j| j.pointer("/status/active").and_then(Value::as_i64).unwrap_or(0) > 0)
+        .filter_map(|j| Some((text(j, "/metadata/namespace")?, text(j, "/metadata/name")?)))
         .collect();
     let mut stuck: Vec<StuckJob> = objects
         .pods
         .iter()
         .filter_map(|pod| {
-            let namespace = pod.metadata.namespace.clone().unwrap_or_default();
-            let job = owning("Job", pod.metadata.owner_references.as_ref())?;
-            if !active_jobs.contains_key(&(namespace.as_str(), job.as_str())) {
+            let namespace = text(pod, "/metadata/namespace").unwrap_or_default().to_owned();
+            let job = owning("Job", pod)?;
+            if !active_jobs.contains(&(namespace.as_str(), job.as_str())) {
                 return None;
             }
             let stuck = stuck_on_sidecar(pod, policy)?;
-            Some(StuckJob { namespace, job, pod: pod.metadata.name.clone().unwrap_or_default(), stuck })
+            let name = text(pod, "/metadata/name").unwrap_or_default().to_owned();
+            Some(StuckJob { namespace, job, pod: name, stuck })
         })
         .collect();
     stuck.sort_by(|a, b| (&a.namespace, &a.job, &a.pod).cmp(&(&b.namespace, &b.job, &b.pod)));

@@ -1,12 +1,14 @@
 //! The audit on fixtures: what it reports, how the table and the JSON read.
 
+use k8s_openapi::api::core::v1::Namespace;
 use podmedic_engine::ChangeKind;
-use podmedic_engine::annotations::ENABLED_LABEL;
-use serde_json::json;
+use podmedic_engine::annotations::{ENABLED_LABEL, SIDECARS_ANNOTATION};
+use podmedic_engine::kubernetes::NodeKubelet;
+use serde_json::{Value, json};
 
 use super::*;
 
-fn fixture(name: &str) -> Pod {
+fn fixture(name: &str) -> Value {
     let path = format!("{}/tests/fixtures/audit/{name}", env!("CARGO_MANIFEST_DIR"));
     serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
 }
@@ -19,18 +21,17 @@ fn available() -> CapabilityReport {
     CapabilityReport::decide("v1.30.2".into(), Some(&[]))
 }
 
-fn active_job(namespace: &str, name: &str) -> Job {
-    serde_json::from_value(json!({
+fn active_job(namespace: &str, name: &str) -> Value {
+    json!({
         "apiVersion": "batch/v1", "kind": "Job",
         "metadata": {"name": name, "namespace": namespace},
         "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "x", "image": "x"}]}}},
         "status": {"active": 1}
-    }))
-    .unwrap()
+    })
 }
 
-fn proxy_job(namespace: &str, name: &str) -> Job {
-    serde_json::from_value(json!({
+fn proxy_job(namespace: &str, name: &str) -> Value {
+    json!({
         "apiVersion": "batch/v1", "kind": "Job",
         "metadata": {"name": name, "namespace": namespace},
         "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [
@@ -38,8 +39,7 @@ fn proxy_job(namespace: &str, name: &str) -> Job {
             {"name": "cloud-sql-proxy", "image": "gcr.io/cloud-sql-connectors/cloud-sql-proxy:2.14.1",
              "args": ["acme:europe-west1:db"]}
         ]}}}
-    }))
-    .unwrap()
+    })
 }
 
 fn labelled_namespace(name: &str, annotations: serde_json::Value) -> Namespace {
@@ -60,8 +60,7 @@ fn a_cloud_sql_proxy_left_running_after_the_migration_is_stuck() {
 #[test]
 fn a_failed_main_container_with_a_running_proxy_is_stuck_too() {
     let mut pod = fixture("stuck-cloud-sql-proxy-pod.json");
-    let statuses = pod.status.as_mut().unwrap().container_statuses.as_mut().unwrap();
-    statuses[1].state.as_mut().unwrap().terminated.as_mut().unwrap().exit_code = 1;
+    pod["status"]["containerStatuses"][1]["state"]["terminated"]["exitCode"] = json!(1);
     let stuck = stuck_on_sidecar(&pod, &policy()).unwrap();
     assert_eq!(stuck.finished[0].exit_code, 1);
 }
@@ -85,15 +84,12 @@ fn a_failed_pod_is_not_stuck() {
 fn the_sidecars_annotation_names_sidecars_the_catalogue_does_not_know() {
     let mut pod = fixture("running-job-pod.json");
     // The main container finished; a home-made forwarder named in the annotation keeps running.
-    let spec = pod.spec.as_mut().unwrap();
-    spec.containers[1].image = Some("ghcr.io/acme/log-forwarder:4".into());
-    spec.containers[1].name = "forwarder".into();
-    let status = pod.status.as_mut().unwrap().container_statuses.as_mut().unwrap();
-    status[1].name = "forwarder".into();
-    status[0].state = serde_json::from_value(json!({"terminated": {"exitCode": 0}})).unwrap();
+    pod["spec"]["containers"][1]["image"] = json!("ghcr.io/acme/log-forwarder:4");
+    pod["spec"]["containers"][1]["name"] = json!("forwarder");
+    pod["status"]["containerStatuses"][1]["name"] = json!("forwarder");
+    pod["status"]["containerStatuses"][0]["state"] = json!({"terminated": {"exitCode": 0}});
     assert_eq!(stuck_on_sidecar(&pod, &policy()), None, "not a sidecar without the annotation");
-    pod.metadata.annotations =
-        Some([(podmedic_engine::annotations::SIDECARS_ANNOTATION.to_owned(), "forwarder".to_owned())].into());
+    pod["metadata"]["annotations"] = json!({SIDECARS_ANNOTATION: "forwarder"});
     assert_eq!(stuck_on_sidecar(&pod, &policy()).unwrap().running_sidecars, ["forwarder"]);
 }
 
@@ -122,7 +118,7 @@ fn the_report_lists_changes_and_stuck_jobs_of_active_jobs_only() {
 
     // The same Pod under a Job that is no longer active is history, not a stuck Job.
     let mut finished = objects.clone();
-    finished.jobs[1].status = None;
+    finished.jobs[1].as_object_mut().unwrap().remove("status");
     assert!(build_report(&finished, &policy(), available(), vec![]).stuck.is_empty());
 }
 
@@ -152,21 +148,16 @@ fn opted_out_namespaces_and_unavailable_clusters_change_no_sidecar() {
 
 #[test]
 fn cron_jobs_are_audited_and_their_jobs_are_not_repeated() {
-    let cron: CronJob = serde_json::from_value(json!({
+    let cron = json!({
         "apiVersion": "batch/v1", "kind": "CronJob",
         "metadata": {"name": "report", "namespace": "analytics"},
         "spec": {"schedule": "0 2 * * *", "jobTemplate": {"spec": {"template": {"spec": {"restartPolicy": "OnFailure",
             "containers": [{"name": "report", "image": "r"},
                 {"name": "proxy", "image": "gcr.io/cloud-sql-connectors/cloud-sql-proxy:2.14.1"}]}}}}}
-    }))
-    .unwrap();
+    });
     let mut child = proxy_job("analytics", "report-29034120");
-    child.metadata.owner_references = Some(vec![
-        serde_json::from_value(json!(
-            {"apiVersion": "batch/v1", "kind": "CronJob", "name": "report", "uid": "u", "controller": true}
-        ))
-        .unwrap(),
-    ]);
+    child["metadata"]["ownerReferences"] =
+        json!([{"apiVersion": "batch/v1", "kind": "CronJob", "name": "report", "uid": "u", "controller": true}]);
     let objects = ClusterObjects { cron_jobs: vec![cron], jobs: vec![child], ..ClusterObjects::default() };
     let report = build_report(&objects, &policy(), available(), vec![]);
     let kinds: Vec<&str> = report.would_change.iter().map(|w| w.kind.as_str()).collect();
@@ -213,4 +204,24 @@ fn the_json_report_is_stable() {
     assert_eq!(value["stuck"][0]["runningSidecars"], json!(["cloud-sql-proxy"]));
     assert_eq!(value["stuck"][0]["finished"], json!([{"name": "migrate", "exitCode": 0}]));
     assert_eq!(value["stuck"][0]["finishedAt"], "2025-03-14T02:03:40Z");
+}
+
+/// The audit hands the engine the objects as the API server sent them, so it agrees with the
+/// webhook on fields its Kubernetes types may not know. A container's `restartPolicyRules`
+/// (Kubernetes 1.34+) keeps the engine from moving it; when the audit decoded Jobs into
+/// k8s-openapi's v1_33 types, the field was dropped and the audit reported a move the webhook
+/// would never make.
+#[test]
+fn the_engine_sees_the_fields_the_api_server_sent() {
+    let mut job = proxy_job("payments", "nightly");
+    job["spec"]["template"]["spec"]["containers"][1]["restartPolicyRules"] =
+        json!([{"action": "Restart", "exitCodes": {"operator": "In", "values": [42]}}]);
+    job["spec"]["template"]["spec"]["containers"][1]["someFieldOfKubernetes2"] = json!({"future": true});
+    let objects = ClusterObjects { jobs: vec![job], ..ClusterObjects::default() };
+    let report = build_report(&objects, &policy(), available(), vec![]);
+    assert!(report.would_change.is_empty(), "{:#?}", report.would_change);
+
+    let control = ClusterObjects { jobs: vec![proxy_job("payments", "nightly")], ..ClusterObjects::default() };
+    let report = build_report(&control, &policy(), available(), vec![]);
+    assert!(report.would_change[0].changes.iter().any(|c| c.kind == ChangeKind::SidecarMoved));
 }

@@ -1,0 +1,183 @@
+//! Reading the cluster: the API server's and kubelets' versions, the namespaces, and the Jobs,
+//! CronJobs and run-to-completion Pods in scope, those as raw JSON.
+
+use anyhow::Context as _;
+use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use kube::api::ListParams;
+use kube::{Api, Client};
+use podmedic_engine::kubernetes::NodeKubelet;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use super::{CapabilityReport, ClusterObjects};
+use crate::cluster;
+
+/// Objects per page when listing, so that large clusters are read in bounded pieces.
+const PAGE_SIZE: u32 = 500;
+
+/// The API server's version and every kubelet's; a cluster that does not answer is an error, Nodes
+/// that cannot be listed (a user without cluster-wide read) only a note.
+pub(super) async fn read_capability(client: &Client, notes: &mut Vec<String>) -> anyhow::Result<CapabilityReport> {
+    let info = client.apiserver_version().await.context("cannot reach the API server")?;
+    let api_server = cluster::api_server_version_text(&info);
+    match list_all(&Api::<Node>::all(client.clone()), ListParams::default()).await {
+        Ok(nodes) => {
+            let kubelets: Vec<NodeKubelet> = nodes.iter().filter_map(cluster::node_kubelet).collect();
+            Ok(CapabilityReport::decide(api_server, Some(&kubelets)))
+        }
+        Err(error) => {
+            notes.push(format!("cannot list Nodes ({error}): kubelet versions were not checked"));
+            Ok(CapabilityReport::decide(api_server, None))
+        }
+    }
+}
+
+/// The namespaces, Jobs, CronJobs and run-to-completion Pods in scope (`None`: all namespaces).
+pub(super) async fn read_objects(
+    client: &Client,
+    namespace: Option<&str>,
+    notes: &mut Vec<String>,
+) -> anyhow::Result<ClusterObjects> {
+    let where_ = namespace.map_or_else(|| "in all namespaces".to_owned(), |ns| format!("in namespace {ns}"));
+    let jobs = list_raw::<Job>(client, namespace, ListParams::default())
+        .await
+        .with_context(|| format!("cannot list Jobs {where_}"))?;
+    let cron_jobs = list_raw::<CronJob>(client, namespace, ListParams::default())
+        .await
+        .with_context(|| format!("cannot list CronJobs {where_}"))?;
+    // The API server filters on restartPolicy, so long-running Pods are never transferred.
+    let pods = list_raw::<Pod>(client, namespace, ListParams::default().fields("spec.restartPolicy!=Always"))
+        .await
+        .with_context(|| format!("cannot list Pods {where_}"))?;
+
+    let namespaces_api = Api::<Namespace>::all(client.clone());
+    let namespaces = match namespace {
+        None => list_all(&namespaces_api, ListParams::default()).await.map_err(|e| e.to_string()),
+        Some(ns) => namespaces_api.get_opt(ns).await.map(|n| n.into_iter().collect()).map_err(|e| e.to_string()),
+    };
+    let namespaces = namespaces.unwrap_or_else(|error| {
+        notes.push(format!("cannot read Namespaces ({error}): their labels and podmedic annotations are not known"));
+        Vec::new()
+    });
+    Ok(ClusterObjects { namespaces, jobs, cron_jobs, pods })
+}
+
+/// Every object of a list, page by page, typed (Nodes and Namespaces, of which only versions,
+/// labels and annotations are read).
+async fn list_all<K>(api: &Api<K>, params: ListParams) -> Result<Vec<K>, kube::Error>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let mut params = params.limit(PAGE_SIZE);
+    let mut items = Vec::new();
+    loop {
+        let page = api.list(&params).await?;
+        items.extend(page.items);
+        match page.metadata.continue_.filter(|c| !c.is_empty()) {
+            Some(token) => params = params.continue_token(&token),
+            None => return Ok(items),
+        }
+    }
+}
+
+/// Every object of a namespaced kind in scope (`None`: all namespaces), page by page, as raw JSON
+/// with its `apiVersion` and `kind`. `K` only names the kind and its URL: the objects are never
+/// decoded into `K`, so fields this build's Kubernetes types do not know reach the engine intact.
+async fn list_raw<K>(client: &Client, namespace: Option<&str>, params: ListParams) -> anyhow::Result<Vec<Value>>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    let request = kube::core::Request::new(K::url_path(&(), namespace));
+    let (api_version, kind) = (K::api_version(&()), K::kind(&()));
+    let mut params = params.limit(PAGE_SIZE);
+    let mut items = Vec::new();
+    loop {
+        let text = client.request_text(request.list(&params)?).await?;
+        let page = Page::parse(&text, &api_version, &kind)?;
+        items.extend(page.items);
+        match page.continue_token {
+            Some(token) => params = params.continue_token(&token),
+            None => return Ok(items),
+        }
+    }
+}
+
+/// One page of a list response.
+#[derive(Debug, PartialEq)]
+struct Page {
+    /// The objects, each with `apiVersion` and `kind` (the items of a list carry neither).
+    items: Vec<Value>,
+    /// Where the next page starts, if there is one.
+    continue_token: Option<String>,
+}
+
+impl Page {
+    fn parse(text: &str, api_version: &str, kind: &str) -> serde_json::Result<Page> {
+        #[derive(Deserialize)]
+        struct List {
+            #[serde(default)]
+            items: Option<Vec<Map<String, Value>>>,
+            #[serde(default)]
+            metadata: Option<ListMeta>,
+        }
+        #[derive(Deserialize)]
+        struct ListMeta {
+            #[serde(default, rename = "continue")]
+            continue_token: Option<String>,
+        }
+        let list: List = serde_json::from_str(text)?;
+        let items = list
+            .items
+            .unwrap_or_default()
+            .into_iter()
+            .map(|mut object| {
+                object.entry("apiVersion").or_insert_with(|| api_version.into());
+                object.entry("kind").or_insert_with(|| kind.into());
+                Value::Object(object)
+            })
+            .collect();
+        let continue_token = list.metadata.and_then(|m| m.continue_token).filter(|c| !c.is_empty());
+        Ok(Page { items, continue_token })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_page_keeps_every_field_and_gains_the_kind() {
+        let text = json!({
+            "apiVersion": "v1", "kind": "PodList",
+            "metadata": {"resourceVersion": "42", "continue": "next-page"},
+            "items": [{
+                "metadata": {"name": "p", "namespace": "batch", "futureMetadata": {"x": 1}},
+                "spec": {"restartPolicy": "Never", "aFieldNoTypeKnows": [1, 2], "containers": [
+                    {"name": "proxy", "image": "envoyproxy/envoy:v1.33",
+                     "restartPolicyRules": [{"action": "Restart", "exitCodes": {"operator": "In", "values": [42]}}],
+                     "someFutureField": {"nested": true}}
+                ]}
+            }]
+        })
+        .to_string();
+        let page = Page::parse(&text, "v1", "Pod").unwrap();
+        assert_eq!(page.continue_token.as_deref(), Some("next-page"));
+        let pod = &page.items[0];
+        assert_eq!((pod["apiVersion"].as_str(), pod["kind"].as_str()), (Some("v1"), Some("Pod")));
+        let sent: Value = serde_json::from_str(&text).unwrap();
+        let mut expected = sent["items"][0].clone();
+        expected["apiVersion"] = json!("v1");
+        expected["kind"] = json!("Pod");
+        assert_eq!(*pod, expected, "the object is what the API server sent, plus its apiVersion and kind");
+    }
+
+    #[test]
+    fn the_last_page_has_no_continue_token() {
+        let page = Page::parse(r#"{"metadata": {"continue": ""}, "items": []}"#, "batch/v1", "Job").unwrap();
+        assert_eq!(page, Page { items: vec![], continue_token: None });
+        let page = Page::parse(r#"{"items": null}"#, "batch/v1", "Job").unwrap();
+        assert_eq!(page, Page { items: vec![], continue_token: None });
+    }
+}
