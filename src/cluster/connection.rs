@@ -1,11 +1,25 @@
 //! Connecting to the API server: an explicit kubeconfig, or whatever kube infers.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::config::{KubeConfigOptions, Kubeconfig, KubeconfigError};
 use kube::{Client, Config};
 
-use super::ClusterError;
+/// Why the cluster layer could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// The kubeconfig given explicitly could not be read or used.
+    #[error("cannot use kubeconfig {path}: {source}")]
+    Kubeconfig {
+        /// The file.
+        path: PathBuf,
+        /// What kube said.
+        source: KubeconfigError,
+    },
+    /// A client could not be built from the configuration.
+    #[error("cannot build a Kubernetes client: {0}")]
+    Client(#[source] kube::Error),
+}
 
 /// A client for the cluster: from `kubeconfig` when given (an error if it cannot be used), else from
 /// `KUBECONFIG`, `~/.kube/config` or the in-cluster service account. `Ok(None)` when no cluster is

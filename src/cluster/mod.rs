@@ -19,40 +19,7 @@ mod namespaces;
 mod nodes;
 mod watch;
 
-use std::path::PathBuf;
-
-use kube::config::KubeconfigError;
-
-pub use connection::connect;
+pub use connection::{ClusterError, connect};
 pub use namespaces::NamespaceCache;
 pub use nodes::{api_server_version_text, node_kubelet};
-pub use watch::{ClusterCounters, ClusterWatch};
-
-/// Whether podmedic may move sidecars into `initContainers` (`--native-sidecars`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum NativeSidecarsMode {
-    /// Decide from the API server's and every kubelet's version (assume available when there is
-    /// no cluster to ask).
-    #[default]
-    Auto,
-    /// Always move sidecars (you know every node runs Kubernetes 1.29 or newer).
-    On,
-    /// Never move sidecars.
-    Off,
-}
-
-/// Why the cluster layer could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum ClusterError {
-    /// The kubeconfig given explicitly could not be read or used.
-    #[error("cannot use kubeconfig {path}: {source}")]
-    Kubeconfig {
-        /// The file.
-        path: PathBuf,
-        /// What kube said.
-        source: KubeconfigError,
-    },
-    /// A client could not be built from the configuration.
-    #[error("cannot build a Kubernetes client: {0}")]
-    Client(#[source] kube::Error),
-}
+pub use watch::{ClusterCounters, ClusterWatch, NativeSidecarsMode};

@@ -17,9 +17,22 @@ use podmedic_engine::kubernetes::{NodeKubelet, decide_native_sidecars};
 use podmedic_engine::{NamespaceSettings, NativeSidecars};
 use tokio::task::JoinHandle;
 
+use super::connection::{ClusterError, connect};
 use super::namespaces::{NamespaceCache, strip_namespace};
 use super::nodes::{api_server_version_text, node_kubelet, strip_node};
-use super::{ClusterError, NativeSidecarsMode, connect};
+
+/// Whether podmedic may move sidecars into `initContainers` (`--native-sidecars`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum NativeSidecarsMode {
+    /// Decide from the API server's and every kubelet's version (assume available when there is
+    /// no cluster to ask).
+    #[default]
+    Auto,
+    /// Always move sidecars (you know every node runs Kubernetes 1.29 or newer).
+    On,
+    /// Never move sidecars.
+    Off,
+}
 
 /// How often the API server's version is read again (control planes are upgraded in place).
 const API_SERVER_VERSION_REFRESH: Duration = Duration::from_secs(600);

@@ -16,7 +16,7 @@ use podmedic_engine::admission::Environment;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-use super::ServeError;
+use super::error::ServeError;
 use super::metrics::{Metrics, reason};
 use super::readiness::Readiness;
 use super::router::{WebhookState, health_router, router};

@@ -14,6 +14,7 @@
 //! told to finish (HTTP/1.1 closes once the in-flight response is written, idle connections close
 //! at once, HTTP/2 gets GOAWAY), and whatever is still running at `--shutdown-timeout` is dropped.
 
+mod error;
 mod listener;
 pub mod metrics;
 pub mod readiness;
@@ -21,21 +22,20 @@ mod router;
 mod shutdown;
 pub mod tls;
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use podmedic_engine::admission::Environment;
-use podmedic_engine::policy::{Policy, PolicyError};
+use podmedic_engine::policy::Policy;
 
-use crate::cluster::{ClusterError, ClusterWatch, NativeSidecarsMode};
+use crate::cluster::{ClusterWatch, NativeSidecarsMode};
+pub use error::ServeError;
 pub use listener::{CertificateSource, Server, ServerConfig};
 use metrics::Metrics;
 use readiness::Readiness;
 pub use router::{WebhookState, health_router, router};
 pub use shutdown::shutdown_signal;
-use tls::TlsError;
 
 /// Everything `podmedic serve` needs (from `cli::ServeArgs`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -48,28 +48,6 @@ pub struct ServeConfig {
     pub native_sidecars: NativeSidecarsMode,
     /// Kubeconfig to reach the API server (else inferred; no cluster is fine).
     pub kubeconfig: Option<PathBuf>,
-}
-
-/// Why the server could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum ServeError {
-    /// Certificates could not be loaded or made.
-    #[error(transparent)]
-    Tls(#[from] TlsError),
-    /// The policy file could not be loaded.
-    #[error(transparent)]
-    Policy(#[from] PolicyError),
-    /// The cluster connection given could not be used.
-    #[error(transparent)]
-    Cluster(#[from] ClusterError),
-    /// A listener could not be opened.
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        /// The address.
-        addr: SocketAddr,
-        /// The I/O error.
-        source: std::io::Error,
-    },
 }
 
 /// `podmedic-ca.crt` in the temporary directory.

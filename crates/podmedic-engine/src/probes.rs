@@ -9,11 +9,11 @@ use std::collections::BTreeSet;
 
 use serde_json::{Value, json};
 
+use crate::mutation::{Change, ChangeKind, Context};
 use crate::object::Container;
 use crate::patch::PatchBuilder;
-use crate::plan::{PodTarget, Section, Slot};
 use crate::policy::ProbeProfile;
-use crate::{Change, ChangeKind, Context};
+use crate::target::{PodTarget, Section, Slot};
 
 /// Startup probe period.
 pub const STARTUP_PERIOD_SECONDS: u32 = 1;

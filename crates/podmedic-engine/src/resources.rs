@@ -10,10 +10,10 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value};
 
 use crate::kubernetes::quantity;
+use crate::mutation::{Change, ChangeKind, Context};
 use crate::patch::PatchBuilder;
-use crate::plan::{PodTarget, Slot};
 use crate::policy::ResourceDefaults;
-use crate::{Change, ChangeKind, Context};
+use crate::target::{PodTarget, Slot};
 
 /// Effective default-request settings: the policy, overridden by the namespace.
 #[derive(Debug)]

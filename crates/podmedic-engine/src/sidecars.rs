@@ -7,11 +7,11 @@ use serde_json::Value;
 
 use crate::annotations::{SIDECAR_POSITION_ANNOTATION, SIDECARS_ANNOTATION};
 use crate::kubernetes::ImageRef;
+use crate::mutation::{Change, ChangeKind, Context};
 use crate::object::Container;
 use crate::patch::PatchBuilder;
-use crate::plan::{PodTarget, Section, Slot};
 use crate::policy::{Policy, SidecarProfile};
-use crate::{Change, ChangeKind, Context};
+use crate::target::{PodTarget, Section, Slot};
 
 /// The sidecars chosen to move, in the order they will stand in `initContainers`.
 #[derive(Debug, Default)]
@@ -107,7 +107,7 @@ pub(crate) fn select<'v>(
         ));
         return Selection::default();
     }
-    if let crate::NativeSidecars::Unavailable(reason) = ctx.native_sidecars {
+    if let crate::kubernetes::NativeSidecars::Unavailable(reason) = ctx.native_sidecars {
         warnings.push(format!("native sidecars are not available ({reason}), so {} did not move", names()));
         return Selection::default();
     }

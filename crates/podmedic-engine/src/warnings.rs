@@ -1,11 +1,14 @@
 //! Short, actionable warnings about what podmedic saw but cannot safely fix.
 
 use crate::kubernetes::ImageRef;
+use crate::mutation::Context;
 use crate::object::Container;
-use crate::plan::{PodTarget, Section, Slot};
 use crate::resources::Settings;
 use crate::sidecars::Selection;
-use crate::{Context, MAX_WARNING_LEN};
+use crate::target::{PodTarget, Section, Slot};
+
+/// Longest warning podmedic emits; Kubernetes asks admission warnings to stay under 120 characters.
+pub const MAX_WARNING_LEN: usize = 119;
 
 /// Collects the warnings for one pod.
 pub(crate) fn collect(

@@ -10,7 +10,7 @@ use podmedic_engine::kubernetes::NodeKubelet;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::{CapabilityReport, ClusterObjects};
+use super::report::{CapabilityReport, ClusterObjects};
 use crate::cluster;
 
 /// Objects per page when listing, so that large clusters are read in bounded pieces.

@@ -2,7 +2,7 @@
 
 use k8s_openapi::jiff::Timestamp;
 
-use super::AuditReport;
+use super::report::AuditReport;
 
 /// The report as aligned tables for people; `now` dates the "stuck for" column.
 pub fn render_table(report: &AuditReport, now: Timestamp) -> String {

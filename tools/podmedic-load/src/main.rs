@@ -19,8 +19,10 @@ mod client;
 mod engine;
 mod floor;
 mod phases;
+mod plan;
 mod procs;
 mod report;
+mod results;
 mod run;
 mod summary;
 

@@ -5,9 +5,10 @@ use std::time::{Duration, Instant};
 
 use crate::Args;
 use crate::client::{self, Client, Mode};
+use crate::plan::Plan;
 use crate::procs::{RssSampler, Server, Setup, Target};
 use crate::report::{Table, duration, mib, ratio};
-use crate::run::*;
+use crate::results::*;
 use crate::summary::print_steps;
 
 pub(crate) async fn startup(

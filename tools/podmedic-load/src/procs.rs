@@ -152,7 +152,7 @@ pub struct Memory {
 }
 
 impl Memory {
-    /// Reads /proc/<pid>/status (zeros when the process is gone).
+    /// Reads `/proc/<pid>/status` (zeros when the process is gone).
     pub fn of(pid: u32) -> Memory {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
         let field = |name: &str| {

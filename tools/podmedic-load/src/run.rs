@@ -1,6 +1,5 @@
 //! The phases, in order, and the summary against the targets of issue 7.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,103 +8,13 @@ use anyhow::Context as _;
 use podmedic_engine::Policy;
 use podmedic_engine::admission::{Environment, admit};
 
-use crate::client::{self, Client, Mode, Outcome};
+use crate::client::{self, Client, Mode};
 use crate::phases::*;
+use crate::plan::Plan;
 use crate::procs::{self, Server, Setup, Target};
+use crate::results::Results;
 use crate::summary::*;
 use crate::{Args, Phase, engine};
-
-/// How long and how much of each phase.
-pub(crate) struct Plan {
-    pub(crate) engine_rounds: usize,
-    pub(crate) startups: usize,
-    pub(crate) step: Duration,
-    pub(crate) keepalive_rates: Vec<f64>,
-    pub(crate) handshake_rates: Vec<f64>,
-    pub(crate) handshake_workers: usize,
-    pub(crate) max_rounds: usize,
-    pub(crate) memory_connections: usize,
-    pub(crate) memory_load: Duration,
-    pub(crate) memory_settle: Duration,
-}
-
-impl Plan {
-    fn new(args: &Args) -> Plan {
-        let mut plan = Plan::built_in(args);
-        if !args.rates.is_empty() {
-            plan.keepalive_rates.clone_from(&args.rates);
-        }
-        if !args.handshake_rates.is_empty() {
-            plan.handshake_rates.clone_from(&args.handshake_rates);
-        }
-        plan
-    }
-
-    fn built_in(args: &Args) -> Plan {
-        let quick = args.quick;
-        let step = Duration::from_secs_f64(args.step_secs.unwrap_or(if quick { 0.5 } else { 5.0 }));
-        Plan {
-            engine_rounds: if quick { 3 } else { 60 },
-            startups: args.startups.unwrap_or(if quick { 2 } else { 20 }),
-            step,
-            keepalive_rates: if quick {
-                vec![1000.0, 5000.0]
-            } else {
-                vec![
-                    500.0, 1000.0, 2000.0, 3000.0, 4000.0, 5000.0, 6000.0, 7000.0, 8000.0, 10000.0, 12000.0, 15000.0,
-                    20000.0,
-                ]
-            },
-            handshake_rates: if quick {
-                vec![200.0]
-            } else {
-                vec![100.0, 250.0, 500.0, 1000.0, 1500.0, 2000.0, 3000.0, 4000.0]
-            },
-            handshake_workers: 64,
-            max_rounds: if quick { 1 } else { 3 },
-            memory_connections: 256,
-            memory_load: if quick { Duration::from_millis(500) } else { Duration::from_secs(5) },
-            memory_settle: if quick { Duration::from_millis(500) } else { Duration::from_secs(2) },
-        }
-    }
-}
-
-/// Everything measured, for the summary.
-#[derive(Default)]
-pub(crate) struct Results {
-    pub(crate) engine: Vec<engine::EngineRow>,
-    pub(crate) startup: BTreeMap<Target, Duration>,
-    pub(crate) memory: BTreeMap<Target, MemoryRow>,
-    pub(crate) keepalive: Vec<Step>,
-    pub(crate) highest_ok: BTreeMap<Target, f64>,
-    pub(crate) max: BTreeMap<Target, f64>,
-}
-
-#[derive(Clone, Copy, Default)]
-pub(crate) struct MemoryRow {
-    pub(crate) idle_kib: u64,
-    pub(crate) peak_kib: u64,
-    pub(crate) after_kib: u64,
-    pub(crate) rate: f64,
-}
-
-pub(crate) struct Step {
-    pub(crate) rate: f64,
-    pub(crate) target: Target,
-    pub(crate) outcome: Outcome,
-    pub(crate) server_cpu: Duration,
-    pub(crate) peak_kib: u64,
-}
-
-impl Step {
-    pub(crate) fn p(&self, q: f64) -> Option<f64> {
-        self.outcome.quantile(q).map(|d| d.as_secs_f64())
-    }
-    pub(crate) fn cpu_per_request(&self) -> Option<f64> {
-        let n = self.outcome.latencies.len();
-        (n > 0).then(|| self.server_cpu.as_secs_f64() / n as f64)
-    }
-}
 
 /// Runs the phases `args` asks for and prints the tables.
 pub fn run(args: &Args) -> anyhow::Result<()> {

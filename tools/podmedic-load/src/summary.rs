@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::procs::Target;
 use crate::report::{Table, duration, maybe, mib, ratio, verdict};
-use crate::run::*;
+use crate::results::*;
 use crate::{Args, engine};
 
 pub(crate) fn print_engine(rows: &[engine::EngineRow]) {

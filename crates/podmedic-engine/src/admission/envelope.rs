@@ -8,9 +8,14 @@ use std::borrow::Cow;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::ReviewError;
+use super::error::ReviewError;
+use crate::mutation::{Context, MutateError, Mutation};
 use crate::object::Object;
-use crate::{Context, MutateError, Mutation};
+
+/// The `apiVersion` of the AdmissionReviews podmedic answers.
+pub const API_VERSION: &str = "admission.k8s.io/v1";
+/// The `kind` of an AdmissionReview.
+pub const KIND: &str = "AdmissionReview";
 
 /// The AdmissionReview; `O` is how the object is held (see [`ReceivedObject`]).
 #[derive(Deserialize)]

@@ -1,6 +1,6 @@
 //! AdmissionReview in, AdmissionReview out: decode, dispatch by kind and operation, encode.
 //!
-//! The request envelope is decoded by [`envelope`], a borrowed view of the body. kube's
+//! The request envelope is decoded by `envelope.rs`, a borrowed view of the body. kube's
 //! `AdmissionReview<T>` flattens its type meta, which makes serde buffer the whole request (object
 //! *and* oldObject) into an intermediate tree before `T` is built; on the path every Pod of the
 //! cluster takes, that costs more than the mutation itself. The engine therefore reads the
@@ -14,28 +14,29 @@
 //! tracking, the object again for `generateName`) used to cost more than parsing it into a
 //! `serde_json::Value`.
 //!
-//! The response is built from the request (see [`response`]), so the uid is always echoed.
+//! The response is built from the request (see `response.rs`), so the uid is always echoed.
 //!
 //! podmedic fails open: when the engine cannot handle an object, the object is allowed unchanged
 //! with a warning `podmedic skipped this object: <reason>`.
 
 mod envelope;
+mod error;
 mod response;
 
 use std::sync::Arc;
 
 use serde_json::value::RawValue;
 
+use crate::annotations::NamespaceSettings;
+use crate::kubernetes::NativeSidecars;
+use crate::mutation::{ChangeKind, Context, MutateError, Mutation};
 use crate::object::Object;
 use crate::policy::Policy;
-use crate::{ChangeKind, Context, MutateError, Mutation, NamespaceSettings, NativeSidecars, shorten_warning};
+use crate::warnings::shorten as shorten_warning;
+pub use envelope::{API_VERSION, KIND};
 use envelope::{Operation, ReceivedObject, RequestEnvelope, ReviewEnvelope, decode_error};
+pub use error::ReviewError;
 use response::Response;
-
-/// The `apiVersion` of the AdmissionReviews podmedic answers.
-pub const API_VERSION: &str = "admission.k8s.io/v1";
-/// The `kind` of an AdmissionReview.
-pub const KIND: &str = "AdmissionReview";
 
 /// Where per-namespace settings come from (a watched namespace cache in a cluster).
 pub trait NamespaceLookup: Send + Sync {
@@ -87,40 +88,6 @@ impl Environment {
             policy,
             capability: Arc::new(FixedCapability(Arc::new(NativeSidecars::Available))),
             namespaces: Arc::new(NoNamespaceSettings),
-        }
-    }
-}
-
-/// Why a request body is not an AdmissionReview podmedic can answer (HTTP 400).
-#[derive(Debug, thiserror::Error)]
-pub enum ReviewError {
-    /// Not JSON, or a field has the wrong type.
-    #[error("the body is not a valid AdmissionReview: {0}")]
-    Decode(String),
-    /// The apiVersion or kind is not `admission.k8s.io/v1` `AdmissionReview`.
-    #[error("expected apiVersion admission.k8s.io/v1 and kind AdmissionReview, got {api_version:?} {kind:?}")]
-    WrongType {
-        /// What the body said.
-        api_version: String,
-        /// What the body said.
-        kind: String,
-    },
-    /// There is no `request`.
-    #[error("the AdmissionReview has no `request`")]
-    MissingRequest,
-    /// The response could not be encoded (should not happen).
-    #[error("cannot encode the response: {0}")]
-    Encode(String),
-}
-
-impl ReviewError {
-    /// Stable label value for metrics.
-    pub fn metric_label(&self) -> &'static str {
-        match self {
-            ReviewError::Decode(_) => "decode",
-            ReviewError::WrongType { .. } => "wrong_type",
-            ReviewError::MissingRequest => "missing_request",
-            ReviewError::Encode(_) => "encode",
         }
     }
 }

@@ -9,7 +9,8 @@
 use base64::Engine as _;
 use serde::Serialize;
 
-use super::{API_VERSION, KIND, ReviewError};
+use super::envelope::{API_VERSION, KIND};
+use super::error::ReviewError;
 
 /// What podmedic answers to one request, before it is encoded.
 #[derive(Debug, Default)]

@@ -10,7 +10,7 @@ use std::fmt;
 
 use serde::Deserialize;
 
-use crate::MutateError;
+use crate::mutation::MutateError;
 
 mod decode;
 

@@ -5,7 +5,10 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{POLICY_API_VERSION, PolicyError};
+use super::error::PolicyError;
+
+/// The `apiVersion` a policy file must declare.
+pub const POLICY_API_VERSION: &str = "podmedic.io/v1alpha1";
 
 /// A policy file as written by users (and as the built-in policy is written).
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]

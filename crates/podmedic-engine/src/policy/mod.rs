@@ -10,52 +10,18 @@ use std::path::Path;
 
 use crate::kubernetes::{ImageRef, Quantity};
 
+mod error;
 mod file;
 
+pub use error::PolicyError;
 pub use file::{
-    CatalogueFile, DefaultRequestsFile, LongRunningPodsFile, PolicyFile, ProbeProfile, SelfManagedWorkload,
-    SidecarProfile, WarningsFile,
+    CatalogueFile, DefaultRequestsFile, LongRunningPodsFile, POLICY_API_VERSION, PolicyFile, ProbeProfile,
+    SelfManagedWorkload, SidecarProfile, WarningsFile,
 };
 use file::{merge, parse_file};
 
 /// The built-in policy, embedded at compile time.
 pub const DEFAULT_POLICY_YAML: &str = include_str!("default-policy.yaml");
-
-/// The `apiVersion` a policy file must declare.
-pub const POLICY_API_VERSION: &str = "podmedic.io/v1alpha1";
-
-/// Why a policy could not be loaded. Every variant names the file and the field.
-#[derive(Debug, thiserror::Error)]
-pub enum PolicyError {
-    /// The file could not be read.
-    #[error("cannot read policy file {path}: {source}")]
-    Read {
-        /// The file.
-        path: String,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-    /// The YAML is malformed or a field has the wrong type or name.
-    #[error("policy {origin}: field `{field}`: {message}")]
-    Parse {
-        /// Where the policy came from.
-        origin: String,
-        /// The path of the offending field, for example `catalogue.sidecars[2].images`.
-        field: String,
-        /// What is wrong.
-        message: String,
-    },
-    /// The YAML parsed but a value is not acceptable.
-    #[error("policy {origin}: field `{field}`: {message}")]
-    Invalid {
-        /// Where the policy came from.
-        origin: String,
-        /// The path of the offending field.
-        field: String,
-        /// What is wrong.
-        message: String,
-    },
-}
 
 /// Validated resource quantities, keyed by resource name (`cpu`, `memory`, ...).
 #[derive(Clone, Debug, Default, PartialEq)]

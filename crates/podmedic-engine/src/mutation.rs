@@ -1,0 +1,101 @@
+//! What the engine takes besides the object ([`Context`]) and what it returns ([`Mutation`], made
+//! of [`Change`]s, warnings and notes, or a [`MutateError`]).
+
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::annotations::NamespaceSettings;
+use crate::kubernetes::NativeSidecars;
+use crate::policy::Policy;
+
+/// Everything the engine needs besides the object itself.
+#[derive(Clone, Copy, Debug)]
+pub struct Context<'a> {
+    /// Sidecar catalogue and defaults.
+    pub policy: &'a Policy,
+    /// Whether native sidecars may be used.
+    pub native_sidecars: &'a NativeSidecars,
+    /// Settings of the object's namespace, if known.
+    pub namespace: Option<&'a NamespaceSettings>,
+}
+
+/// The kinds of change podmedic makes; used for the metrics label and the changes annotation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ChangeKind {
+    /// A container moved from `containers` to `initContainers` with `restartPolicy: Always`.
+    SidecarMoved,
+    /// A startup probe was added to a moved sidecar.
+    ProbeAdded,
+    /// A sidecar's health endpoint was switched on (flags or environment) so that it can be probed.
+    HealthCheckEnabled,
+    /// Default resource requests were added to a container.
+    RequestsAdded,
+}
+
+impl ChangeKind {
+    /// Stable label value for metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            ChangeKind::SidecarMoved => "sidecar_moved",
+            ChangeKind::ProbeAdded => "probe_added",
+            ChangeKind::HealthCheckEnabled => "health_check_enabled",
+            ChangeKind::RequestsAdded => "requests_added",
+        }
+    }
+}
+
+/// One change podmedic made, with a short human-readable description.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Change {
+    /// What kind of change this is.
+    pub kind: ChangeKind,
+    /// The container it applies to.
+    pub container: String,
+    /// Short description, for example `moved to initContainers as a native sidecar`.
+    pub detail: String,
+}
+
+impl fmt::Display for Change {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.container, self.detail)
+    }
+}
+
+/// What the engine decided for one object.
+#[derive(Clone, Debug, Default)]
+pub struct Mutation {
+    /// RFC 6902 patch against the object as received; empty when nothing changes.
+    pub patch: json_patch::Patch,
+    /// The changes the patch makes.
+    pub changes: Vec<Change>,
+    /// Short, actionable messages for the user (each under 120 characters).
+    pub warnings: Vec<String>,
+    /// Notes about what podmedic saw but deliberately did not do (for `podmedic fix -v` and logs).
+    pub notes: Vec<String>,
+}
+
+impl Mutation {
+    /// True when the patch changes nothing.
+    pub fn is_unchanged(&self) -> bool {
+        self.patch.0.is_empty()
+    }
+}
+
+/// Why the engine could not look at an object. The webhook lets such objects through unchanged.
+#[derive(Debug, thiserror::Error)]
+pub enum MutateError {
+    /// The object is not valid JSON or a field has the wrong type.
+    #[error("cannot read the object: {0}")]
+    Malformed(String),
+}
+
+impl MutateError {
+    /// Stable label value for metrics.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            MutateError::Malformed(_) => "malformed_object",
+        }
+    }
+}
