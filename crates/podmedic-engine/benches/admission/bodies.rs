@@ -6,11 +6,12 @@ use std::path::{Path, PathBuf};
 use podmedic_engine::admission::Outcome;
 use serde_json::{Value, json};
 
-/// The repository root: the nearest directory above the crate being built that holds
-/// `tests/fixtures` (this file is shared by the engine's benchmark and the load harness).
+/// The repository root: the nearest directory above the crate being built that holds the
+/// recorded AdmissionReviews (this file is shared by the engine's benchmark and the load harness).
 fn repo_root() -> PathBuf {
     let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
-    crate_dir.ancestors().find(|dir| dir.join("tests/fixtures").is_dir()).unwrap_or(crate_dir).to_path_buf()
+    let holds_fixtures = |dir: &&Path| dir.join("tests/fixtures/admission-reviews").is_dir();
+    crate_dir.ancestors().find(holds_fixtures).unwrap_or(crate_dir).to_path_buf()
 }
 
 /// (benchmark name, body, what `admit` must do with it).
