@@ -3,11 +3,11 @@
 #
 #   fuzz/smoke.sh               # 45 s of fuzzing (FUZZ_SECONDS to change)
 #   FUZZ_NO_INSTALL=1 fuzz/smoke.sh   # skip (exit 0) instead of installing cargo-fuzz
-#   FUZZ_DEV=1 fuzz/smoke.sh          # unoptimised build: ~2 min cold instead of ~12 (CI uses this)
+#   FUZZ_DEV=1 fuzz/smoke.sh          # unoptimised build, faster to build (CI uses this)
 #
-# Cost on a fresh machine: `cargo install cargo-fuzz` takes about a minute, and the first
-# instrumented release build of podmedic and its dependencies several minutes (12 min on a busy
-# 2-core machine), so this is for machines with a warm fuzz/target. CI always runs the same oracle
+# Cost on a fresh machine: `cargo install cargo-fuzz` takes under a minute, and the first
+# instrumented build of the engine (the target links podmedic-engine only) 23 s unoptimised on a
+# 2-core machine; the optimised build takes longer. CI always runs the same oracle
 # without a fuzzer in `cargo test` (crates/podmedic-engine/tests/fuzz_replay.rs). See fuzz/README.md.
 set -euo pipefail
 cd "$(dirname "$0")"
