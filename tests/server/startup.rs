@@ -1,5 +1,6 @@
 //! Starting `podmedic serve`: the health port is the first thing it opens, so the kubelet's first
-//! probe is answered (503 with the reason, then 200), never refused.
+//! probe is answered (503 with the reason, then 200), never refused; and an API server it cannot
+//! reach is logged as that, not as missing RBAC.
 
 use std::path::Path;
 use std::process::Command;
@@ -44,4 +45,42 @@ async fn the_health_port_answers_while_podmedic_is_still_starting() {
     let mut client = podmedic.client().connect().await.expect("connect to the webhook");
     let response = admission_response(&request, &client.review(request.clone()).await);
     assert!(patch_of(&response).is_some(), "the started webhook moves the sidecar");
+}
+
+#[tokio::test]
+async fn an_unreachable_api_server_is_logged_as_a_network_failure_not_as_rbac() {
+    // A kubeconfig whose API server refuses connections: a port bound and released.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters: [{{name: c, cluster: {{server: 'https://127.0.0.1:{port}'}}}}]\n\
+             users: [{{name: u, user: {{token: t}}}}]\ncontexts: [{{name: x, context: {{cluster: c, user: u}}}}]\n\
+             current-context: x\n"
+        ),
+    )
+    .expect("write the kubeconfig");
+    let podmedic = ServeProcess::start(&["--kubeconfig", kubeconfig.to_str().expect("path")]);
+    let watch_failures = || {
+        podmedic
+            .logs()
+            .into_iter()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(&line).ok())
+            .filter(|event| event["message"].as_str().is_some_and(|m| m.starts_with("watching ")))
+            .collect::<Vec<_>>()
+    };
+    eventually("both watches log a failure", || async { watch_failures().len() >= 2 }).await;
+    for event in watch_failures() {
+        assert_eq!(event["failure"], "network", "{event}");
+        let message = event["message"].as_str().expect("message");
+        assert!(message.contains("cannot reach the API server") && message.contains("refused"), "{message}");
+        assert!(!message.contains("RBAC") && !message.contains("needs list"), "not a permission problem: {message}");
+    }
+    assert_eq!(podmedic.readyz().await, Some(StatusCode::SERVICE_UNAVAILABLE), "not ready without the cluster");
+    // kube's own per-request error lines ("failed with error client error (Connect)") stay out.
+    let kube_lines: Vec<String> =
+        podmedic.logs().into_iter().filter(|l| l.contains("\"target\":\"kube_client")).collect();
+    assert!(kube_lines.is_empty(), "{kube_lines:?}");
 }
