@@ -49,7 +49,7 @@ impl ApiFailure {
         match error {
             kube::Error::Api(status) => ApiFailure::of_status(status),
             kube::Error::Service(_) | kube::Error::HyperError(_) | kube::Error::ReadEvents(_) => {
-                ApiFailure::Unreachable { cause: innermost_cause(error) }
+                ApiFailure::Unreachable { cause: wire_cause(error) }
             }
             other => ApiFailure::Other { error: other.to_string() },
         }
@@ -118,13 +118,26 @@ pub(super) fn warn_retrying(attempt: &str, permission: &str, failure: &ApiFailur
 }
 
 /// The message of the last error in `error`'s source chain: the one that says what happened on
-/// the wire (`Connection refused`, `failed to lookup address`, `invalid peer certificate`).
-fn innermost_cause(error: &(dyn std::error::Error + 'static)) -> String {
+/// the wire (`Connection refused (os error 111)`, `failed to lookup address information`, `invalid
+/// peer certificate`), after the kind of the I/O error on the way when the message does not say it
+/// already (`timed out: deadline has elapsed`).
+fn wire_cause(error: &(dyn std::error::Error + 'static)) -> String {
     let mut innermost = error;
-    while let Some(source) = innermost.source() {
-        innermost = source;
+    let mut io_kind = None;
+    loop {
+        if let Some(io) = innermost.downcast_ref::<std::io::Error>() {
+            io_kind = Some(io.kind());
+        }
+        match innermost.source() {
+            Some(source) => innermost = source,
+            None => break,
+        }
     }
-    innermost.to_string()
+    let message = innermost.to_string();
+    match io_kind.map(|kind| kind.to_string()) {
+        Some(kind) if kind != "other error" && !message.to_lowercase().contains(&kind) => format!("{kind}: {message}"),
+        _ => message,
+    }
 }
 
 #[cfg(test)]

@@ -117,3 +117,15 @@ async fn another_error_status_keeps_its_code_and_message() {
     assert_eq!(failure.label(), "api");
     assert!(!failure.explain(NODES).contains("RBAC"));
 }
+
+#[test]
+fn a_timeout_names_itself_even_when_its_message_does_not() {
+    // hyper-timeout reports a connect timeout as an io::Error of kind TimedOut around tokio's
+    // `Elapsed`, whose message is only "deadline has elapsed".
+    let timeout = std::io::Error::new(std::io::ErrorKind::TimedOut, "deadline has elapsed");
+    let failure = ApiFailure::of_client(&kube::Error::Service(Box::new(timeout)));
+    assert_eq!(failure, ApiFailure::Unreachable { cause: "timed out: deadline has elapsed".into() });
+    let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+    let failure = ApiFailure::of_client(&kube::Error::Service(Box::new(refused)));
+    assert_eq!(failure, ApiFailure::Unreachable { cause: "connection refused".into() }, "said once");
+}
