@@ -42,15 +42,26 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread().enable_all().build()
 }
 
+/// kube's client logs every failed request at ERROR with no context (`failed with error client
+/// error (Connect)`); podmedic logs each of those failures itself, with what kind of failure it is
+/// (`cluster::ApiFailure`). So they are off, unless the filter names `kube_client` itself.
+const KUBE_REQUEST_ERRORS_OFF: &str = "kube_client::client::builder=off";
+
 /// Logs go to standard error, so `podmedic fix` can write manifests to standard output.
 fn init_tracing(args: &LogArgs) {
-    let filter = match &args.log_level {
-        Some(level) => EnvFilter::try_new(level).unwrap_or_else(|e| {
-            eprintln!("podmedic: ignoring --log-level {level:?}: {e}");
-            EnvFilter::new("info")
-        }),
-        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    let requested = match &args.log_level {
+        Some(level) => Some(level.clone()),
+        None => std::env::var(EnvFilter::DEFAULT_ENV).ok().filter(|v| !v.trim().is_empty()),
     };
+    let parse = |text: &str| {
+        let text =
+            if text.contains("kube_client") { text.to_owned() } else { format!("{text},{KUBE_REQUEST_ERRORS_OFF}") };
+        EnvFilter::try_new(text)
+    };
+    let filter = requested.as_deref().map_or_else(|| parse("info"), parse).unwrap_or_else(|e| {
+        eprintln!("podmedic: ignoring the log filter {requested:?}: {e}");
+        EnvFilter::new(format!("info,{KUBE_REQUEST_ERRORS_OFF}"))
+    });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -12,14 +12,18 @@
 //! [`ClusterWatch`] only feeds them from the watches (`watch.rs`), with Nodes reduced to their
 //! kubelet version (`nodes.rs`) and Namespaces to their podmedic annotations (`namespaces.rs`).
 //!
-//! RBAC: `get`, `list` and `watch` on `nodes` and `namespaces`, nothing else.
+//! RBAC: `get`, `list` and `watch` on `nodes` and `namespaces`, nothing else. A failed call is logged
+//! with what kind of failure it was ([`ApiFailure`]: network, forbidden, unauthorized, ...), so that
+//! only a 403 sends the reader to RBAC.
 
 mod connection;
+mod failure;
 mod namespaces;
 mod nodes;
 mod watch;
 
 pub use connection::{ClusterError, connect};
+pub use failure::ApiFailure;
 pub use namespaces::NamespaceCache;
 pub use nodes::{api_server_version_text, node_kubelet};
 pub use watch::{ClusterCounters, ClusterWatch, NativeSidecarsMode};

@@ -18,6 +18,7 @@ use podmedic_engine::{NamespaceSettings, NativeSidecars};
 use tokio::task::JoinHandle;
 
 use super::connection::{ClusterError, connect};
+use super::failure::{ApiFailure, warn_retrying};
 use super::namespaces::{NamespaceCache, strip_namespace};
 use super::nodes::{api_server_version_text, node_kubelet, strip_node};
 
@@ -36,6 +37,10 @@ pub enum NativeSidecarsMode {
 
 /// How often the API server's version is read again (control planes are upgraded in place).
 const API_SERVER_VERSION_REFRESH: Duration = Duration::from_secs(600);
+
+/// What reading the API server's version needs (granted to every identity by the default
+/// `system:public-info-viewer` ClusterRole).
+const VERSION_PERMISSION: &str = "get on the non-resource URL /version";
 
 /// Longest wait between two failed attempts to read the API server's version.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(60);
@@ -233,10 +238,12 @@ impl Shared {
         if self.capability_known.load(Ordering::Acquire) {
             return;
         }
+        let failure = ApiFailure::of_client(error);
         tracing::info!(
-            %error,
-            "cannot reach the API server: assuming native sidecars are available until it answers \
-             (--native-sidecars auto); not ready until then"
+            failure = failure.label(),
+            "assuming native sidecars are available until the API server answers (--native-sidecars auto); \
+             not ready until then. Reading its version failed: {}",
+            failure.explain(VERSION_PERMISSION)
         );
         self.capability.store(Arc::new(NativeSidecars::Available));
     }
@@ -311,7 +318,7 @@ async fn watch_nodes(shared: Arc<Shared>, client: Client, writer: reflector::sto
             Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => {}
             Err(error) => {
                 shared.counters.node_watch_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(%error, "watching Nodes failed; retrying with backoff (needs list/watch on nodes)");
+                warn_retrying("watching Nodes", "list and watch on nodes", &ApiFailure::of_watch(&error), &error);
             }
         }
     }
@@ -352,7 +359,8 @@ async fn watch_namespaces(
             Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => {}
             Err(error) => {
                 shared.counters.namespace_watch_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(%error, "watching Namespaces failed; retrying with backoff (needs list/watch on namespaces)");
+                let failure = ApiFailure::of_watch(&error);
+                warn_retrying("watching Namespaces", "list and watch on namespaces", &failure, &error);
             }
         }
     }
@@ -386,7 +394,12 @@ async fn track_api_server(shared: Arc<Shared>, client: Client) {
                     shared.assume_available_while_unreachable(&error);
                 }
                 shared.counters.api_server_version_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(%error, retry_in = ?retry, "cannot read the API server's version");
+                warn_retrying(
+                    "reading the API server's version",
+                    VERSION_PERMISSION,
+                    &ApiFailure::of_client(&error),
+                    &error,
+                );
                 tokio::time::sleep(retry).await;
                 retry = (retry * 2).min(MAX_RETRY_DELAY);
             }

@@ -1,5 +1,6 @@
-//! The [`Server`]: two listeners (HTTPS for the webhook, plain HTTP for health and metrics), the
-//! TLS handshake, the connection limit and timeouts, and the graceful shutdown.
+//! The [`Server`]: two listeners (HTTPS for the webhook, plain HTTP for health and metrics, the
+//! [`HealthServer`]), the TLS handshake, the connection limit and timeouts, and the graceful
+//! shutdown.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -17,9 +18,10 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use super::error::ServeError;
+use super::health::HealthServer;
 use super::metrics::{Metrics, reason};
 use super::readiness::Readiness;
-use super::router::{WebhookState, health_router, router};
+use super::router::{WebhookState, router};
 use super::tls::{self, CertFiles, CertReloader, CertResolver};
 
 /// Where the serving certificate comes from.
@@ -70,15 +72,14 @@ pub struct ServerConfig {
     pub shutdown_delay: Duration,
 }
 
-/// The bound, not yet running server.
+/// The bound server: health and metrics already answer, the webhook not until [`Server::run`].
 pub struct Server {
     listener: TcpListener,
-    metrics_listener: TcpListener,
+    health: HealthServer,
     acceptor: TlsAcceptor,
     resolver: Arc<CertResolver>,
     reloader: Option<(CertReloader, Duration)>,
     webhook: Router,
-    health: Router,
     readiness: Readiness,
     metrics: Arc<Metrics>,
     config: ServerConfig,
@@ -91,13 +92,26 @@ impl std::fmt::Debug for Server {
 }
 
 impl Server {
-    /// Loads (or makes) the certificates and binds both listeners. Port 0 picks a free port; see
-    /// [`Server::local_addr`] and [`Server::metrics_addr`].
+    /// Starts the [`HealthServer`] on `config.metrics_listen`, then [`Server::bind_with_health`].
+    /// Port 0 picks a free port; see [`Server::local_addr`] and [`Server::metrics_addr`].
     pub async fn bind(
         config: ServerConfig,
         environment: Environment,
         readiness: Readiness,
         metrics: Arc<Metrics>,
+    ) -> Result<Server, ServeError> {
+        let health = HealthServer::start(config.metrics_listen, readiness.clone(), metrics.clone()).await?;
+        Server::bind_with_health(config, environment, readiness, metrics, health).await
+    }
+
+    /// Loads (or makes) the certificates and binds the webhook's listener, beside a health server
+    /// that was started earlier (`podmedic serve` starts it first of all).
+    pub async fn bind_with_health(
+        config: ServerConfig,
+        environment: Environment,
+        readiness: Readiness,
+        metrics: Arc<Metrics>,
+        health: HealthServer,
     ) -> Result<Server, ServeError> {
         let certificates_gate = readiness.gate("certificates");
         let (resolver, reloader) = match &config.certificates {
@@ -123,11 +137,8 @@ impl Server {
         }
         certificates_gate.open();
 
-        let bind = |addr: SocketAddr| async move {
-            TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr, source })
-        };
-        let listener = bind(config.listen).await?;
-        let metrics_listener = bind(config.metrics_listen).await?;
+        let addr = config.listen;
+        let listener = TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr, source })?;
         let webhook = router(WebhookState {
             environment,
             metrics: metrics.clone(),
@@ -135,15 +146,13 @@ impl Server {
             request_timeout: config.request_timeout,
             max_concurrency: config.max_concurrency,
         });
-        let health = health_router(readiness.clone(), metrics.clone());
         Ok(Server {
             listener,
-            metrics_listener,
+            health,
             acceptor: TlsAcceptor::from(Arc::new(tls_config)),
             resolver,
             reloader,
             webhook,
-            health,
             readiness,
             metrics,
             config,
@@ -157,7 +166,7 @@ impl Server {
 
     /// The health and metrics address actually bound.
     pub fn metrics_addr(&self) -> SocketAddr {
-        self.metrics_listener.local_addr().unwrap_or(self.config.metrics_listen)
+        self.health.local_addr()
     }
 
     /// The resolver serving the certificate (for inspection).
@@ -167,24 +176,8 @@ impl Server {
 
     /// Serves until `shutdown` completes, then shuts down gracefully within the shutdown timeout.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) {
-        let Server {
-            listener, metrics_listener, acceptor, reloader, webhook, health, readiness, metrics, config, ..
-        } = self;
+        let Server { listener, health, acceptor, reloader, webhook, readiness, metrics, config, .. } = self;
         let https_addr = listener.local_addr().unwrap_or(config.listen);
-        let health_addr = metrics_listener.local_addr().unwrap_or(config.metrics_listen);
-
-        let (stop_health, health_stopped) = tokio::sync::oneshot::channel::<()>();
-        let health_task = tokio::spawn(async move {
-            let result = axum::serve(metrics_listener, health)
-                .with_graceful_shutdown(async move {
-                    let _ = health_stopped.await;
-                })
-                .await;
-            if let Err(e) = result {
-                tracing::error!(error = %e, "the health and metrics server failed");
-            }
-        });
-        tracing::info!(addr = %health_addr, "serving /healthz, /readyz and /metrics over HTTP");
         let reload_task = reloader.map(|(reloader, interval)| tokio::spawn(reloader.run(interval, metrics.clone())));
 
         let connections = Connections::new(&config, acceptor, webhook, metrics.clone());
@@ -233,11 +226,7 @@ impl Server {
         if let Some(task) = reload_task {
             task.abort();
         }
-        let _ = stop_health.send(());
-        // A scraper holding a connection open must not delay the exit.
-        if tokio::time::timeout(Duration::from_secs(1), health_task).await.is_err() {
-            tracing::debug!("the health server did not stop in time");
-        }
+        health.stop().await;
         tracing::info!("stopped");
     }
 }

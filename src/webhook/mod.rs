@@ -3,6 +3,8 @@
 //! - [`router`]: the HTTP surface, `POST /mutate` (public, so tests can drive it without a socket):
 //!   decode the body, dispatch to the engine's [`admit`](podmedic_engine::admission::admit),
 //!   encode; and `/healthz`, `/readyz`, `/metrics` ([`health_router`]).
+//! - [`HealthServer`] (`health.rs`): the plain-HTTP health and metrics listener, bound before
+//!   anything else so that the kubelet's first probe finds it.
 //! - [`Server`] (`listener.rs`) puts the router behind rustls and hyper: a TCP accept loop with a
 //!   connection limit, a TLS handshake with a timeout, then hyper-util's automatic HTTP/1.1 / HTTP/2
 //!   connection with a header read timeout, each connection watched for graceful shutdown.
@@ -15,6 +17,7 @@
 //! at once, HTTP/2 gets GOAWAY), and whatever is still running at `--shutdown-timeout` is dropped.
 
 mod error;
+mod health;
 mod listener;
 pub mod metrics;
 pub mod readiness;
@@ -31,6 +34,7 @@ use podmedic_engine::policy::Policy;
 
 use crate::cluster::{ClusterWatch, NativeSidecarsMode};
 pub use error::ServeError;
+pub use health::HealthServer;
 pub use listener::{CertificateSource, Server, ServerConfig};
 use metrics::Metrics;
 use readiness::Readiness;
@@ -99,9 +103,16 @@ pub async fn serve(config: &ServeConfig) -> Result<(), ServeError> {
         );
     }
     let readiness = Readiness::new();
+    // Closed until every step below has registered its own gate and the server is bound, since the
+    // health port answers from the next line on.
+    let starting = readiness.gate("start-up");
     let metrics = Arc::new(Metrics::new());
+    // First of all: the kubelet probes as soon as the container runs (a port not yet bound would
+    // be a "connection refused" probe failure on every start).
+    let health = HealthServer::start(server.metrics_listen, readiness.clone(), metrics.clone()).await?;
     let environment = build_environment(config, &readiness).await?;
-    let server = Server::bind(server.clone(), environment, readiness, metrics).await?;
+    let server = Server::bind_with_health(server.clone(), environment, readiness, metrics, health).await?;
+    starting.open();
     server.run(shutdown_signal()).await;
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! What users run and apply: `podmedic fix` and `podmedic certs` as commands, and the manifests in
 //! `deploy/` (rendered with kustomize where `kubectl` is on PATH) with the files `podmedic certs`
-//! writes for them.
+//! writes for them; and what a release is made of (`release`: the version everywhere, the dist
+//! profile, the release workflow, which cannot run here, parsed and checked).
 //!
 //! `cargo test --test cli` runs them all; `cargo test --test cli deploy` only the manifests.
 
@@ -9,3 +10,4 @@
 mod certs;
 mod deploy;
 mod fix;
+mod release;

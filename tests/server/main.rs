@@ -14,4 +14,5 @@ mod faults;
 mod hostile;
 mod http_errors;
 mod shutdown;
+mod startup;
 mod tls;

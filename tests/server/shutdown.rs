@@ -8,15 +8,6 @@ use crate::support::*;
 use hyper::StatusCode;
 use hyper::body::{Bytes, Frame};
 
-/// Polls until `check` is true; panics after [`PATIENCE`].
-async fn eventually<F: std::future::Future<Output = bool>>(what: &str, mut check: impl FnMut() -> F) {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while !check().await {
-        assert!(tokio::time::Instant::now() < deadline, "never happened: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test]
 async fn sigterm_lets_the_request_in_flight_finish_then_exits_0() {
     let mut podmedic = ServeProcess::start(&["--shutdown-timeout", "15s"]);

@@ -26,6 +26,15 @@ pub use server::*;
 /// Generous bound for anything that should happen "soon", so that a bug hangs no test.
 pub const PATIENCE: Duration = Duration::from_secs(20);
 
+/// Polls until `check` is true; panics after [`PATIENCE`].
+pub async fn eventually<F: std::future::Future<Output = bool>>(what: &str, mut check: impl FnMut() -> F) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "never happened: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Request bodies of the test client.
 pub type TestBody = BoxBody<Bytes, Infallible>;
 

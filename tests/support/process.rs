@@ -10,17 +10,21 @@ use std::time::Duration;
 use hyper::{Request, StatusCode};
 use serde_json::Value;
 
-use super::{ClientBuilder, PATIENCE, SecretMount, TestCa, empty};
+use super::{ClientBuilder, PATIENCE, Reply, SecretMount, TestCa, empty};
 
 /// `podmedic serve` on 127.0.0.1:0 with a certificate from its own CA, mounted the kubelet's way,
 /// and JSON logs collected from stderr.
 pub struct ServeProcess {
     pub child: Child,
+    /// The webhook's address; port 0 until its log line says where it listens.
     pub addr: SocketAddr,
+    /// The health and metrics address; port 0 until its log line says where it listens.
     pub metrics_addr: SocketAddr,
     pub logs: Arc<Mutex<Vec<String>>>,
     pub ca: TestCa,
     pub mount: SecretMount,
+    /// (message, addr) of each log line that announces a listener.
+    listening: mpsc::Receiver<(String, SocketAddr)>,
 }
 
 impl ServeProcess {
@@ -31,6 +35,15 @@ impl ServeProcess {
 
     /// [`ServeProcess::start`] with extra environment variables for the child.
     pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> ServeProcess {
+        let mut podmedic = Self::spawn(extra, env);
+        podmedic.wait_for_webhook();
+        podmedic.wait_for_health();
+        podmedic
+    }
+
+    /// Starts the binary like [`ServeProcess::start_with_env`] but waits for nothing: no address
+    /// is known yet (see [`ServeProcess::wait_for_health`], [`ServeProcess::wait_for_webhook`]).
+    pub fn spawn(extra: &[&str], env: &[(&str, &str)]) -> ServeProcess {
         let ca = TestCa::new("podmedic test CA");
         let mount = SecretMount::new(&ca.server_pair("podmedic"));
         let files = mount.files();
@@ -64,19 +77,33 @@ impl ServeProcess {
                 }
             });
         }
-        let (mut addr, mut metrics_addr) = (None, None);
-        while addr.is_none() || metrics_addr.is_none() {
-            let (message, at) = rx.recv_timeout(PATIENCE).unwrap_or_else(|_| {
-                let _ = child.kill();
-                panic!("podmedic did not start: {:?}", logs.lock().expect("logs"))
-            });
+        let unknown = SocketAddr::from(([0, 0, 0, 0], 0));
+        ServeProcess { child, addr: unknown, metrics_addr: unknown, logs, ca, mount, listening: rx }
+    }
+
+    /// Waits until the health and metrics port is bound; panics after [`PATIENCE`].
+    pub fn wait_for_health(&mut self) {
+        self.wait_until(|podmedic| podmedic.metrics_addr.port() != 0);
+    }
+
+    /// Waits until the webhook's port is bound; panics after [`PATIENCE`].
+    pub fn wait_for_webhook(&mut self) {
+        self.wait_until(|podmedic| podmedic.addr.port() != 0);
+    }
+
+    /// Reads the listeners' log lines, in the order they come, until `done`.
+    fn wait_until(&mut self, done: impl Fn(&ServeProcess) -> bool) {
+        while !done(self) {
+            let (message, at) = self
+                .listening
+                .recv_timeout(PATIENCE)
+                .unwrap_or_else(|_| panic!("podmedic did not start: {:?}", self.logs()));
             if message.contains("webhook") {
-                addr = Some(at);
+                self.addr = at;
             } else if message.contains("metrics") {
-                metrics_addr = Some(at);
+                self.metrics_addr = at;
             }
         }
-        ServeProcess { child, addr: addr.expect("addr"), metrics_addr: metrics_addr.expect("addr"), logs, ca, mount }
     }
 
     /// The CA that signed the serving certificate.
@@ -109,12 +136,17 @@ impl ServeProcess {
 
     /// `/readyz` on the metrics port, or `None` when it cannot be reached.
     pub async fn readyz(&self) -> Option<StatusCode> {
+        self.get_health("/readyz").await.map(|reply| reply.status)
+    }
+
+    /// `GET path` on the health and metrics port, or `None` when it cannot be reached.
+    pub async fn get_health(&self, path: &str) -> Option<Reply> {
         let stream = tokio::net::TcpStream::connect(self.metrics_addr).await.ok()?;
         let (mut sender, conn) =
             hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.ok()?;
         tokio::spawn(conn);
-        let request = Request::get("/readyz").header("host", "localhost").body(empty()).ok()?;
-        sender.send_request(request).await.ok().map(|r| r.status())
+        let request = Request::get(path).header("host", "localhost").body(empty()).ok()?;
+        Some(Reply::from(sender.send_request(request).await.ok()?).await)
     }
 
     /// A `kB` field of /proc/<pid>/status: `VmRSS` (resident now) or `VmHWM` (peak).

@@ -62,3 +62,8 @@ pub fn mutate_value(value: &serde_json::Value, ctx: &Context<'_>) -> Result<Muta
 
 #[cfg(test)]
 mod tests;
+
+/// The README's example, compiled and run as a doctest so that it stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeExample;

@@ -157,13 +157,19 @@ pub(super) fn assert_deployment_is_hardened(objects: &[Value]) {
     assert_eq!(strings(&container["args"]).first(), Some(&"serve"), "args replace the image's CMD");
     assert_eq!(arg(container, "--log-format"), Some("json"));
     let metrics_listen = arg(container, "--metrics-listen").expect("--metrics-listen");
-    for (probe, path) in [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")] {
+    let probes = [("startupProbe", "/healthz"), ("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")];
+    for (probe, path) in probes {
         let get = &container[probe]["httpGet"];
         assert_eq!(get["path"], path, "{probe}");
         assert_ne!(get["scheme"], "HTTPS", "{probe} uses the plain-HTTP metrics port");
         let port = container_port(container, &get["port"]);
         assert!(metrics_listen.ends_with(&format!(":{port}")), "{probe} on port {port}, not {metrics_listen}");
     }
+    // Readiness and liveness wait for the startup probe, which asks /healthz (never /readyz: an API
+    // server that is down at start must not get podmedic restarted) after a second: podmedic has
+    // bound the port by then and has usually listed the cluster, so no probe fails on a normal start.
+    let startup = &container["startupProbe"];
+    assert!(startup["initialDelaySeconds"].as_u64() >= Some(1), "the startup probe waits a second: {startup}");
     let delay = seconds(arg(container, "--shutdown-delay").expect("--shutdown-delay"));
     let drain = seconds(arg(container, "--shutdown-timeout").expect("--shutdown-timeout"));
     let grace = pod["terminationGracePeriodSeconds"].as_u64().expect("terminationGracePeriodSeconds");

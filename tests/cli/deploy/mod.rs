@@ -103,6 +103,19 @@ fn deploy_copy() -> (tempfile::TempDir, PathBuf) {
     (tmp, deploy)
 }
 
+/// What `podmedic certs --out <out>` writes for the Service in podmedic-system.
+fn podmedic_certs(out: &Path) {
+    let config = podmedic::commands::certs::CertsConfig {
+        service: "podmedic".into(),
+        namespace: NAMESPACE.into(),
+        out: out.to_owned(),
+        validity: std::time::Duration::from_secs(86_400),
+        ca_validity: std::time::Duration::from_secs(2 * 86_400),
+        new_ca: false,
+    };
+    podmedic::commands::certs::run(&config).expect("podmedic certs");
+}
+
 fn webhook(objects: &[Value]) -> &Value {
     let config = find(objects, "MutatingWebhookConfiguration", "podmedic");
     let webhooks = config["webhooks"].as_array().expect("webhooks");
@@ -329,15 +342,7 @@ fn the_self_managed_overlay_uses_the_files_podmedic_certs_writes() {
     let (_tmp, deploy) = deploy_copy();
     let overlay = deploy.join("overlays/self-managed");
     let certs = overlay.join("certs");
-    let config = podmedic::commands::certs::CertsConfig {
-        service: "podmedic".into(),
-        namespace: NAMESPACE.into(),
-        out: certs.clone(),
-        validity: std::time::Duration::from_secs(86_400),
-        ca_validity: std::time::Duration::from_secs(2 * 86_400),
-        new_ca: false,
-    };
-    podmedic::commands::certs::run(&config).expect("podmedic certs");
+    podmedic_certs(&certs);
     let ca_bundle = std::fs::read_to_string(certs.join("caBundle.b64")).expect("caBundle.b64");
     let ca_bundle = ca_bundle.trim();
 
@@ -402,5 +407,33 @@ fn the_self_managed_overlay_is_git_ignored_where_podmedic_certs_writes() {
     );
     for file in ["/certs/*.key", "/certs/secret.yaml", "/certs/caBundle*", "/certs/webhook-ca-bundle-patch.yaml"] {
         assert!(gitignore.lines().any(|l| l.trim() == file), "{file} is not git-ignored");
+    }
+}
+
+#[test]
+fn the_readmes_own_registry_overlay_runs_the_image_from_that_registry() {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).expect("README");
+    let start = readme.find("```yaml\n# my-podmedic/kustomization.yaml").expect("the README's own-registry overlay");
+    let block = &readme[start + "```yaml\n".len()..];
+    let block = &block[..block.find("```").expect("the block ends")];
+    let kustomization = parse_docs(block, "README overlay").remove(0);
+    let image = &kustomization["images"][0];
+    let deployed = podmedic_container(&base_objects())["image"].as_str().expect("image").to_owned();
+    assert_eq!(deployed.split_once(':').map(|(name, _)| name), image["name"].as_str(), "the override names the image");
+
+    // Laid out as the README says: the overlay beside a podmedic checkout.
+    let (tmp, deploy) = deploy_copy();
+    let checkout = tmp.path().join("podmedic");
+    std::fs::create_dir_all(&checkout).expect("mkdir");
+    std::fs::rename(&deploy, checkout.join("deploy")).expect("move deploy/");
+    podmedic_certs(&checkout.join("deploy/overlays/self-managed/certs"));
+    let mine = tmp.path().join("my-podmedic");
+    std::fs::create_dir_all(&mine).expect("mkdir");
+    std::fs::write(mine.join("kustomization.yaml"), block).expect("write the overlay");
+    if let Some(rendered) = kustomize(&mine) {
+        let expected =
+            format!("{}:{}", image["newName"].as_str().expect("newName"), image["newTag"].as_str().expect("newTag"));
+        assert_eq!(podmedic_container(&rendered)["image"], expected.as_str());
+        assert_base(&rendered);
     }
 }
