@@ -85,7 +85,12 @@ pub async fn build_environment(config: &ServeConfig, readiness: &Readiness) -> R
             }
         });
     }
-    Ok(Environment { policy: Arc::new(policy), capability: watch.clone(), namespaces: watch })
+    Ok(Environment {
+        policy: Arc::new(policy),
+        capability: watch.clone(),
+        namespaces: watch,
+        cluster: Arc::new(podmedic_engine::admission::NoCluster),
+    })
 }
 
 /// Runs `podmedic serve` until SIGTERM or SIGINT.
