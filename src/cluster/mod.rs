@@ -12,14 +12,22 @@
 //! [`ClusterWatch`] only feeds them from the watches (`watch.rs`), with Nodes reduced to their
 //! kubelet version (`nodes.rs`) and Namespaces to their podmedic annotations (`namespaces.rs`).
 //!
-//! RBAC: `get`, `list` and `watch` on `nodes` and `namespaces`, nothing else.
+//! The Nodes are also kept as the facts the checks of workloads read (labels, taints, readiness,
+//! allocatable; `nodes.rs`), and with `--watch-references` the names of the labelled namespaces'
+//! ConfigMaps, Secrets, PVCs and ServiceAccounts (metadata only; `references.rs`). The watch
+//! implements the engine's `ClusterSource` with them.
+//!
+//! RBAC: `get`, `list` and `watch` on `nodes` and `namespaces`; with `--watch-references`, `list`
+//! and `watch` on those four kinds in the labelled namespaces (deploy/components/reference-checks).
 
 mod connection;
 mod namespaces;
 mod nodes;
+mod references;
 mod watch;
 
 pub use connection::{ClusterError, connect};
 pub use namespaces::NamespaceCache;
-pub use nodes::{api_server_version_text, node_kubelet};
+pub use nodes::{api_server_version_text, node_facts, node_kubelet};
+pub use references::{NamespaceNames, ReferenceWatches, ReferenceWatching, strip as strip_to_name};
 pub use watch::{ClusterCounters, ClusterWatch, NativeSidecarsMode};
