@@ -29,5 +29,5 @@ mod watch;
 pub use connection::{ClusterError, connect};
 pub use namespaces::NamespaceCache;
 pub use nodes::{api_server_version_text, node_facts, node_kubelet};
-pub use references::{NamespaceNames, ReferenceWatches, ReferenceWatching, strip as strip_to_name};
+pub use references::{NameSet, NamespaceNames, ReferenceWatches, ReferenceWatching};
 pub use watch::{ClusterCounters, ClusterWatch, NativeSidecarsMode};

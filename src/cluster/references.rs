@@ -2,24 +2,24 @@
 //! labelled namespaces, for the `references` check (`podmedic serve --watch-references`).
 //!
 //! Metadata only: each kind is watched through `Api<PartialObjectMeta<K>>`, so the API server sends
-//! `metadata` and never a Secret's `data`, and each object is stripped to its name and namespace
-//! before it is stored. One watch per kind and namespace, started when a namespace gets the
+//! `metadata` and never a Secret's `data`, and only the name of each object is kept, in a set per
+//! kind ([`NameSet`]): about 120 bytes an object where a reflector store of the same objects,
+//! even stripped to name and namespace, holds about 840 (`tools/podmedic-load/src/bin/
+//! reference-memory.rs` measures both). One watch per kind and namespace, started when a namespace gets the
 //! `podmedic.io/enabled: "true"` label and stopped when it loses it or is deleted: the RBAC this
 //! needs can be granted per namespace (`deploy/components/reference-checks`). A namespace counts
 //! as known only once all four kinds are listed; until then, and when a list is forbidden, the
 //! check says nothing there.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Debug;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, ServiceAccount};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::core::PartialObjectMeta;
-use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
 use podmedic_engine::cluster::{NamespaceObjects, ReferenceKind};
@@ -37,46 +37,98 @@ pub enum ReferenceWatching {
     LabelledNamespaces,
 }
 
-/// A metadata-only store of one kind in one namespace.
-type MetaStore<K> = Store<PartialObjectMeta<K>>;
+/// The names of one kind's objects in one namespace, kept from a watch's events.
+#[derive(Debug, Default)]
+pub struct NameSet {
+    names: RwLock<HashSet<String>>,
+    /// The names of a list in progress (a watch (re)start), replacing `names` once complete.
+    relisting: Mutex<Option<HashSet<String>>>,
+    /// The first list is complete.
+    listed: AtomicBool,
+}
+
+impl NameSet {
+    /// Applies one event of a metadata watch.
+    pub fn apply<K>(&self, event: &watcher::Event<PartialObjectMeta<K>>) {
+        let name = |object: &PartialObjectMeta<K>| object.metadata.name.clone();
+        match event {
+            watcher::Event::Init => *lock(&self.relisting) = Some(HashSet::new()),
+            watcher::Event::InitApply(object) => {
+                if let (Some(list), Some(name)) = (lock(&self.relisting).as_mut(), name(object)) {
+                    list.insert(name);
+                }
+            }
+            watcher::Event::InitDone => {
+                if let Some(list) = lock(&self.relisting).take() {
+                    *self.names.write().unwrap_or_else(PoisonError::into_inner) = list;
+                }
+                self.listed.store(true, Ordering::Release);
+            }
+            watcher::Event::Apply(object) => {
+                if let Some(name) = name(object) {
+                    self.names.write().unwrap_or_else(PoisonError::into_inner).insert(name);
+                }
+            }
+            watcher::Event::Delete(object) => {
+                if let Some(name) = object.metadata.name.as_deref() {
+                    self.names.write().unwrap_or_else(PoisonError::into_inner).remove(name);
+                }
+            }
+        }
+    }
+
+    /// Whether an object of this name exists.
+    pub fn contains(&self, name: &str) -> bool {
+        self.names.read().unwrap_or_else(PoisonError::into_inner).contains(name)
+    }
+
+    /// Number of names.
+    pub fn len(&self) -> usize {
+        self.names.read().unwrap_or_else(PoisonError::into_inner).len()
+    }
+
+    /// True when no name is known.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether the first list is complete.
+    pub fn is_listed(&self) -> bool {
+        self.listed.load(Ordering::Acquire)
+    }
+}
+
+// A panic while holding one of these locks cannot leave the data half-changed (each change is one
+// insert, remove or swap), so a poisoned lock is still safe to use.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// The names of one namespace's objects, as the four watches see them.
+#[derive(Debug)]
 pub struct NamespaceNames {
     namespace: String,
-    config_maps: MetaStore<ConfigMap>,
-    secrets: MetaStore<Secret>,
-    claims: MetaStore<PersistentVolumeClaim>,
-    service_accounts: MetaStore<ServiceAccount>,
-    /// Per kind (in the order of [`ReferenceKind::ALL`]): its first list is in.
-    listed: [AtomicBool; 4],
+    /// One set per kind, in the order of [`ReferenceKind::ALL`].
+    kinds: [NameSet; 4],
 }
 
 impl NamespaceNames {
-    /// Empty stores for `namespace`, with their writers.
-    fn new(namespace: &str) -> (NamespaceNames, Writers) {
-        let (config_maps, cm) = reflector::store();
-        let (secrets, s) = reflector::store();
-        let (claims, c) = reflector::store();
-        let (service_accounts, sa) = reflector::store();
-        let names = NamespaceNames {
-            namespace: namespace.to_owned(),
-            config_maps,
-            secrets,
-            claims,
-            service_accounts,
-            listed: Default::default(),
-        };
-        (names, Writers { cm, s, c, sa })
+    fn new(namespace: &str) -> NamespaceNames {
+        NamespaceNames { namespace: namespace.to_owned(), kinds: Default::default() }
+    }
+
+    fn set(&self, kind: ReferenceKind) -> &NameSet {
+        &self.kinds[kind as usize]
     }
 
     /// True once every kind has been listed.
     pub fn is_listed(&self) -> bool {
-        self.listed.iter().all(|l| l.load(Ordering::Acquire))
+        self.kinds.iter().all(NameSet::is_listed)
     }
 
     /// Number of objects known, all kinds together.
     pub fn len(&self) -> usize {
-        self.config_maps.len() + self.secrets.len() + self.claims.len() + self.service_accounts.len()
+        self.kinds.iter().map(NameSet::len).sum()
     }
 
     /// True when no object is known.
@@ -87,25 +139,8 @@ impl NamespaceNames {
 
 impl NamespaceObjects for NamespaceNames {
     fn contains(&self, kind: ReferenceKind, name: &str) -> bool {
-        fn has<K: Resource<DynamicType = ()> + Clone>(store: &MetaStore<K>, ns: &str, name: &str) -> bool {
-            store.get(&ObjectRef::new(name).within(ns)).is_some()
-        }
-        let ns = &self.namespace;
-        match kind {
-            ReferenceKind::ConfigMap => has(&self.config_maps, ns, name),
-            ReferenceKind::Secret => has(&self.secrets, ns, name),
-            ReferenceKind::PersistentVolumeClaim => has(&self.claims, ns, name),
-            ReferenceKind::ServiceAccount => has(&self.service_accounts, ns, name),
-        }
+        self.set(kind).contains(name)
     }
-}
-
-/// The writers of a [`NamespaceNames`], handed to its watch tasks.
-struct Writers {
-    cm: reflector::store::Writer<PartialObjectMeta<ConfigMap>>,
-    s: reflector::store::Writer<PartialObjectMeta<Secret>>,
-    c: reflector::store::Writer<PartialObjectMeta<PersistentVolumeClaim>>,
-    sa: reflector::store::Writer<PartialObjectMeta<ServiceAccount>>,
 }
 
 /// The watches of one namespace; dropping it stops them.
@@ -152,13 +187,12 @@ impl ReferenceWatches {
         if watched.contains_key(namespace) {
             return;
         }
-        let (names, writers) = NamespaceNames::new(namespace);
-        let names = Arc::new(names);
+        let names = Arc::new(NamespaceNames::new(namespace));
         let tasks = vec![
-            tokio::spawn(self.watch(names.clone(), 0, writers.cm)),
-            tokio::spawn(self.watch(names.clone(), 1, writers.s)),
-            tokio::spawn(self.watch(names.clone(), 2, writers.c)),
-            tokio::spawn(self.watch(names.clone(), 3, writers.sa)),
+            tokio::spawn(self.watch::<ConfigMap>(names.clone(), ReferenceKind::ConfigMap)),
+            tokio::spawn(self.watch::<Secret>(names.clone(), ReferenceKind::Secret)),
+            tokio::spawn(self.watch::<PersistentVolumeClaim>(names.clone(), ReferenceKind::PersistentVolumeClaim)),
+            tokio::spawn(self.watch::<ServiceAccount>(names.clone(), ReferenceKind::ServiceAccount)),
         ];
         tracing::info!(namespace, "watching the names of the namespace's ConfigMaps, Secrets, PVCs, ServiceAccounts");
         watched.insert(namespace.to_owned(), Watched { names, tasks });
@@ -180,17 +214,11 @@ impl ReferenceWatches {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Watched>> {
-        // Each change is one insert, remove or retain: a panic cannot leave the map half-changed.
-        self.watched.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.watched)
     }
 
-    /// One kind's metadata watch in one namespace, into its store.
-    fn watch<K>(
-        &self,
-        names: Arc<NamespaceNames>,
-        kind: usize,
-        writer: reflector::store::Writer<PartialObjectMeta<K>>,
-    ) -> impl Future<Output = ()> + Send + 'static
+    /// One kind's metadata watch in one namespace, into its name set.
+    fn watch<K>(&self, names: Arc<NamespaceNames>, kind: ReferenceKind) -> impl Future<Output = ()> + Send + 'static
     where
         K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
             + Clone
@@ -203,20 +231,16 @@ impl ReferenceWatches {
         let api: Api<PartialObjectMeta<K>> = Api::namespaced(self.client.clone(), &names.namespace);
         let errors = self.errors.clone();
         async move {
-            let events = watcher(api, watcher::Config::default().page_size(500))
-                .map_ok(|event| event.modify(strip))
-                .default_backoff()
-                .reflect(writer);
+            let events = watcher(api, watcher::Config::default().page_size(500)).default_backoff();
             let mut events = std::pin::pin!(events);
             while let Some(event) = events.next().await {
                 match event {
-                    Ok(watcher::Event::InitDone) => names.listed[kind].store(true, Ordering::Release),
-                    Ok(_) => {}
+                    Ok(event) => names.set(kind).apply(&event),
                     Err(error) => {
                         errors.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(
                             namespace = %names.namespace,
-                            kind = ReferenceKind::ALL[kind].kind(),
+                            kind = kind.kind(),
                             %error,
                             "watching object names failed; retrying with backoff (needs list/watch on configmaps, \
                              secrets, persistentvolumeclaims and serviceaccounts there: deploy/components/reference-checks)"
@@ -228,53 +252,51 @@ impl ReferenceWatches {
     }
 }
 
-/// Keeps only the name and namespace: the store is a set of names. (Public for the memory harness,
-/// `tools/podmedic-load/src/bin/reference-memory.rs`, which measures what the stores cost.)
-pub fn strip<K>(object: &mut PartialObjectMeta<K>) {
-    object.types = None;
-    object.metadata = ObjectMeta {
-        name: object.metadata.name.take(),
-        namespace: object.metadata.namespace.take(),
-        ..ObjectMeta::default()
-    };
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     /// A metadata-only object as the API server sends it in a `PartialObjectMetadataList`.
-    fn meta<K>(name: &str, namespace: &str) -> PartialObjectMeta<K> {
+    fn meta<K>(name: &str) -> PartialObjectMeta<K> {
         serde_json::from_value(serde_json::json!({
             "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
-            "metadata": {"name": name, "namespace": namespace, "uid": "6f1c", "resourceVersion": "42",
-                         "labels": {"app": "shop"}, "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{}"},
-                         "managedFields": [{"manager": "kubectl", "operation": "Apply"}]}
+            "metadata": {"name": name, "namespace": "shop", "uid": "6f1c", "resourceVersion": "42",
+                         "labels": {"app": "shop"}, "managedFields": [{"manager": "kubectl", "operation": "Apply"}]}
         }))
         .unwrap()
     }
 
     #[test]
+    fn a_name_set_follows_lists_and_changes() {
+        let set = NameSet::default();
+        set.apply(&watcher::Event::<PartialObjectMeta<ConfigMap>>::Init);
+        set.apply(&watcher::Event::InitApply(meta::<ConfigMap>("app-config")));
+        assert!(!set.contains("app-config") && !set.is_listed(), "a list in progress is not visible");
+        set.apply(&watcher::Event::<PartialObjectMeta<ConfigMap>>::InitDone);
+        assert!(set.contains("app-config") && set.is_listed());
+        set.apply(&watcher::Event::Apply(meta::<ConfigMap>("extra")));
+        set.apply(&watcher::Event::Delete(meta::<ConfigMap>("app-config")));
+        assert!(!set.contains("app-config") && set.contains("extra"));
+        // A relist (the watch restarted) replaces everything: names deleted meanwhile disappear.
+        set.apply(&watcher::Event::<PartialObjectMeta<ConfigMap>>::Init);
+        set.apply(&watcher::Event::InitApply(meta::<ConfigMap>("fresh")));
+        set.apply(&watcher::Event::<PartialObjectMeta<ConfigMap>>::InitDone);
+        assert_eq!((set.len(), set.contains("fresh"), set.contains("extra")), (1, true, false));
+    }
+
+    #[test]
     fn a_namespace_is_known_once_every_kind_is_listed_and_finds_names_by_kind() {
-        let (names, mut writers) = NamespaceNames::new("shop");
-        let mut config = meta::<ConfigMap>("app-config", "shop");
-        strip(&mut config);
-        assert_eq!(
-            config.metadata,
-            ObjectMeta { name: Some("app-config".into()), namespace: Some("shop".into()), ..ObjectMeta::default() }
-        );
-        writers.cm.apply_watcher_event(&watcher::Event::Apply(config));
-        let mut token = meta::<Secret>("api-token", "shop");
-        strip(&mut token);
-        writers.s.apply_watcher_event(&watcher::Event::Apply(token));
+        let names = NamespaceNames::new("shop");
+        names.set(ReferenceKind::ConfigMap).apply(&watcher::Event::Apply(meta::<ConfigMap>("app-config")));
+        names.set(ReferenceKind::Secret).apply(&watcher::Event::Apply(meta::<Secret>("api-token")));
         assert!(names.contains(ReferenceKind::ConfigMap, "app-config"));
         assert!(!names.contains(ReferenceKind::Secret, "app-config"), "names are per kind");
         assert!(names.contains(ReferenceKind::Secret, "api-token"));
         assert!(!names.contains(ReferenceKind::ServiceAccount, "builder"));
         assert_eq!(names.len(), 2);
         assert!(!names.is_listed());
-        for listed in &names.listed {
-            listed.store(true, Ordering::Release);
+        for set in &names.kinds {
+            set.apply(&watcher::Event::<PartialObjectMeta<Secret>>::InitDone);
         }
         assert!(names.is_listed());
     }
