@@ -420,9 +420,9 @@ fn webhook_configuration(name: &str, url: &str, ca_pem: &str) -> Value {
 }
 
 /// The production warnings-only configuration of workloads
-/// (`deploy/base/validatingwebhookconfiguration.yaml`), renamed and pointed at `url`.
+/// (`deploy/base/validatingwebhookconfiguration-workloads.yaml`), renamed and pointed at `url`.
 fn warnings_configuration(name: &str, url: &str, ca_pem: &str) -> Value {
-    production_configuration("validatingwebhookconfiguration.yaml", name, url, ca_pem)
+    production_configuration("validatingwebhookconfiguration-workloads.yaml", name, url, ca_pem)
 }
 
 fn production_configuration(file: &str, name: &str, url: &str, ca_pem: &str) -> Value {

@@ -229,7 +229,7 @@ fn kubectl_kustomize_renders_deploy_to_exactly_the_base_files() {
 fn every_field_of_the_webhooks_says_why_it_has_its_value() {
     let objects = base_objects();
     assert_every_field_commented("base/mutatingwebhookconfiguration.yaml", webhook(&objects));
-    assert_every_field_commented("base/validatingwebhookconfiguration.yaml", warnings_webhook(&objects));
+    assert_every_field_commented("base/validatingwebhookconfiguration-workloads.yaml", warnings_webhook(&objects));
 }
 
 /// Each field of the one webhook of the configuration in `file` is preceded by a comment.
