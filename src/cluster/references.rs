@@ -18,13 +18,15 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use futures::StreamExt;
 use k8s_openapi::NamespaceResourceScope;
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, PersistentVolumeClaim, Secret, ServiceAccount};
 use kube::core::PartialObjectMeta;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
 use podmedic_engine::cluster::{NamespaceObjects, ReferenceKind};
 use serde::de::DeserializeOwned;
 use tokio::task::JoinHandle;
+
+use super::namespaces::is_labelled;
 
 /// Whether podmedic watches the names of the objects Pods refer to (`--watch-references`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -198,9 +200,22 @@ impl ReferenceWatches {
         watched.insert(namespace.to_owned(), Watched { names, tasks });
     }
 
-    /// Keeps only the namespaces for which `labelled` holds (after a full namespace list).
-    pub fn retain(&self, labelled: impl Fn(&str) -> bool) {
-        self.lock().retain(|namespace, _| labelled(namespace));
+    /// Watches a namespace that was added or changed if it is labelled, stops if it is not.
+    pub fn follow(&self, namespace: &Namespace) {
+        if let Some(name) = namespace.metadata.name.as_deref() {
+            self.set(name, is_labelled(namespace));
+        }
+    }
+
+    /// Watches exactly the labelled namespaces of a full namespace list (namespaces deleted or
+    /// unlabelled while the Namespace watch was down are let go here).
+    pub fn follow_list<'a>(&self, namespaces: impl IntoIterator<Item = &'a Namespace>) {
+        let labelled: HashSet<&str> =
+            namespaces.into_iter().filter(|n| is_labelled(n)).filter_map(|n| n.metadata.name.as_deref()).collect();
+        self.lock().retain(|namespace, _| labelled.contains(namespace.as_str()));
+        for name in labelled {
+            self.set(name, true);
+        }
     }
 
     /// The names of `namespace`'s objects, once all four kinds are listed there.
@@ -299,5 +314,27 @@ mod tests {
             set.apply(&watcher::Event::<PartialObjectMeta<Secret>>::InitDone);
         }
         assert!(names.is_listed());
+    }
+
+    #[tokio::test]
+    async fn only_labelled_namespaces_are_watched_and_none_counts_before_it_is_listed() {
+        // An API server nobody answers at: the watches start, fail and retry in the background.
+        let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
+        let watches = ReferenceWatches::new(Client::try_from(config).unwrap());
+        let namespace = |name: &str, labelled: bool| -> Namespace {
+            let labels =
+                if labelled { serde_json::json!({"podmedic.io/enabled": "true"}) } else { serde_json::json!({}) };
+            serde_json::from_value(serde_json::json!({"metadata": {"name": name, "labels": labels}})).unwrap()
+        };
+        watches.follow_list([&namespace("shop", true), &namespace("plain", false)]);
+        assert_eq!(watches.namespaces(), 1);
+        watches.follow(&namespace("plain", true));
+        assert_eq!(watches.namespaces(), 2);
+        watches.follow(&namespace("shop", false));
+        assert_eq!(watches.namespaces(), 1, "the label was removed: the watches stop");
+        assert!(watches.names("plain").is_none(), "not listed yet: the check says nothing there");
+        watches.follow_list([&namespace("other", true)]);
+        assert_eq!(watches.namespaces(), 1, "a full list lets go of what it does not name");
+        assert!(watches.names("plain").is_none() && watches.names("shop").is_none());
     }
 }

@@ -19,7 +19,7 @@ use podmedic_engine::{NamespaceSettings, NativeSidecars};
 use tokio::task::JoinHandle;
 
 use super::connection::{ClusterError, connect};
-use super::namespaces::{NamespaceCache, is_labelled, strip_namespace};
+use super::namespaces::{NamespaceCache, strip_namespace};
 use super::nodes::{NodeFactsTracker, api_server_version_text, node_kubelet, strip_node};
 use super::references::{ReferenceWatches, ReferenceWatching};
 
@@ -389,15 +389,7 @@ async fn watch_namespaces(
                     report_problems(&shared, &namespace, &problems);
                 }
                 if let Some(references) = &shared.references {
-                    let labelled: std::collections::HashSet<&str> = namespaces
-                        .iter()
-                        .filter(|n| is_labelled(n))
-                        .filter_map(|n| n.metadata.name.as_deref())
-                        .collect();
-                    references.retain(|name| labelled.contains(name));
-                    for name in &labelled {
-                        references.set(name, true);
-                    }
+                    references.follow_list(namespaces.iter().map(|n| &**n));
                 }
                 if !shared.namespaces_listed.swap(true, Ordering::AcqRel) {
                     tracing::info!(namespaces = shared.namespaces.len(), "namespace settings loaded");
@@ -412,7 +404,7 @@ async fn watch_namespaces(
                 if let Some(references) = &shared.references
                     && shared.namespaces_listed.load(Ordering::Acquire)
                 {
-                    references.set(name, is_labelled(&ns));
+                    references.follow(&ns);
                 }
             }
             Ok(watcher::Event::Delete(ns)) => {
