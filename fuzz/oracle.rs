@@ -68,7 +68,7 @@ fn check_in(body: &[u8], env: &Environment) {
     let mut object = review["request"]["object"].clone();
     json_patch::patch(&mut object, &patch).unwrap_or_else(|e| panic!("patch does not apply: {e}"));
     let native = env.capability.native_sidecars();
-    let ctx = Context { policy: &env.policy, native_sidecars: &native, namespace: None };
+    let ctx = Context { policy: &env.policy, native_sidecars: &native, namespace: None, cluster: Default::default() };
     let again = mutate_value(&object, &ctx).unwrap_or_else(|e| panic!("patched object unreadable: {e}"));
     assert!(again.patch.0.is_empty(), "second run not empty: {:?}", again.patch);
 }

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::FutureExt as _;
-use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::api::admissionregistration::v1::{MutatingWebhookConfiguration, ValidatingWebhookConfiguration};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{Namespace, Pod};
@@ -23,6 +23,10 @@ use kube::api::{DeleteParams, PostParams};
 use kube::{Api, Client};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+/// One scenario per check of issue 15 (warnings at apply, the audit's explanations).
+#[path = "e2e/checks.rs"]
+mod checks;
 
 const KUBECONFIG_VAR: &str = "PODMEDIC_E2E_KUBECONFIG";
 const WEBHOOK_HOST_VAR: &str = "PODMEDIC_E2E_WEBHOOK_HOST";
@@ -56,7 +60,12 @@ async fn podmedic_fixes_what_the_api_server_stores() {
         Ok(p) => p,
         Err(e) => panic!("cannot start podmedic: {e}"),
     };
-    let outcome = std::panic::AssertUnwindSafe(scenario(&run, &podmedic)).catch_unwind().await;
+    let outcome = std::panic::AssertUnwindSafe(async {
+        scenario(&run, &podmedic).await;
+        checks::scenario(&run, &kubeconfig).await;
+    })
+    .catch_unwind()
+    .await;
     if outcome.is_err() {
         eprintln!("podmedic's log ({}):\n{}", podmedic.log_path.display(), podmedic.log_tail());
     }
@@ -82,6 +91,17 @@ fn the_registered_webhook_is_the_production_one_pointed_at_a_url() {
     assert!(webhook.match_conditions.as_ref().is_some_and(|c| !c.is_empty()));
     let selector = webhook.namespace_selector.as_ref().unwrap();
     assert_eq!(selector.match_labels.as_ref().unwrap()["podmedic.io/enabled"], "true");
+
+    let warnings: ValidatingWebhookConfiguration =
+        typed(warnings_configuration("podmedic-e2e-x", "https://172.18.0.1:1234/warn", "PEM"));
+    let webhook = &warnings.webhooks.as_ref().unwrap()[0];
+    assert_eq!(webhook.client_config.url.as_deref(), Some("https://172.18.0.1:1234/warn"));
+    assert!(webhook.client_config.service.is_none());
+    assert_eq!(webhook.failure_policy.as_deref(), Some("Ignore"));
+    assert_eq!(
+        webhook.namespace_selector.as_ref().unwrap().match_labels.as_ref().unwrap()["podmedic.io/enabled"],
+        "true"
+    );
 }
 
 /// Names and handles of one run; everything here is deleted by [`Run::clean_up`].
@@ -127,6 +147,8 @@ impl Run {
     async fn clean_up(&self) {
         let webhooks: Api<MutatingWebhookConfiguration> = Api::all(self.client.clone());
         report_cleanup(&self.webhook_name, webhooks.delete(&self.webhook_name, &DeleteParams::default()).await);
+        let warnings: Api<ValidatingWebhookConfiguration> = Api::all(self.client.clone());
+        report_cleanup(&self.webhook_name, warnings.delete(&self.webhook_name, &DeleteParams::default()).await);
         let namespaces: Api<Namespace> = Api::all(self.client.clone());
         for ns in [&self.enabled_ns, &self.plain_ns] {
             report_cleanup(ns, namespaces.delete(ns, &DeleteParams::background()).await);
@@ -168,6 +190,8 @@ impl Podmedic {
             .arg(&cert)
             .arg("--tls-key")
             .arg(&key)
+            // The references check; the e2e kubeconfig may list ConfigMaps and Secrets.
+            .arg("--watch-references")
             .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
             .stdin(Stdio::null())
@@ -283,6 +307,15 @@ async fn scenario(run: &Run, podmedic: &Podmedic) {
         .create(&PostParams::default(), &typed(webhook_configuration(&run.webhook_name, &url, &run.certs.ca_cert_pem)))
         .await
         .expect("register the MutatingWebhookConfiguration");
+    let warnings: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
+    let warn_url = format!("https://{}:{}/warn", run.webhook_host, podmedic.webhook_port);
+    warnings
+        .create(
+            &PostParams::default(),
+            &typed(warnings_configuration(&run.webhook_name, &warn_url, &run.certs.ca_cert_pem)),
+        )
+        .await
+        .expect("register the ValidatingWebhookConfiguration");
     wait_until_the_api_server_calls_podmedic(run, &url).await;
 
     let on = &run.enabled_ns;
@@ -383,8 +416,18 @@ fn typed<T: serde::de::DeserializeOwned>(value: Value) -> T {
 /// The production webhook configuration (`deploy/base/mutatingwebhookconfiguration.yaml`: the same
 /// selector, rules, matchConditions and policies), renamed and pointed at this machine by URL.
 fn webhook_configuration(name: &str, url: &str, ca_pem: &str) -> Value {
+    production_configuration("mutatingwebhookconfiguration.yaml", name, url, ca_pem)
+}
+
+/// The production warnings-only configuration of workloads
+/// (`deploy/base/validatingwebhookconfiguration-workloads.yaml`), renamed and pointed at `url`.
+fn warnings_configuration(name: &str, url: &str, ca_pem: &str) -> Value {
+    production_configuration("validatingwebhookconfiguration-workloads.yaml", name, url, ca_pem)
+}
+
+fn production_configuration(file: &str, name: &str, url: &str, ca_pem: &str) -> Value {
     use base64::Engine as _;
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/base/mutatingwebhookconfiguration.yaml");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/base").join(file);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
     let mut config: Value = yaml_serde::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     config["metadata"] = json!({"name": name, "labels": {"app.kubernetes.io/part-of": "podmedic-e2e"}});

@@ -43,7 +43,8 @@ pub enum Command {
     Fix(FixArgs),
     /// Make a CA and a serving certificate for the webhook's Service.
     Certs(CertsArgs),
-    /// Against a live cluster: list what podmedic would change, and Jobs stuck on a sidecar.
+    /// Against a live cluster: list what podmedic would change, Jobs stuck on a sidecar, and why
+    /// each Pod that is not running is not (Pending, CrashLoopBackOff, ImagePullBackOff, ...).
     Audit(AuditArgs),
 }
 

@@ -78,6 +78,13 @@ pub struct ServeArgs {
     #[arg(long, env = "PODMEDIC_KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
 
+    /// Watch the names (metadata only, never data) of the ConfigMaps, Secrets,
+    /// PersistentVolumeClaims and ServiceAccounts of the namespaces labelled
+    /// podmedic.io/enabled=true, so that workloads referring to one not seen yet are warned about.
+    /// Needs list/watch on those kinds there: deploy/components/reference-checks.
+    #[arg(long, env = "PODMEDIC_WATCH_REFERENCES")]
+    pub watch_references: bool,
+
     /// Largest request body accepted, in bytes (suffixes Ki, Mi allowed). Larger bodies get 413.
     /// The default is above the API server's 3 MiB object limit since a review can carry both
     /// object and oldObject.
@@ -165,6 +172,11 @@ impl From<&ServeArgs> for ServeConfig {
             policy: args.policy.clone(),
             native_sidecars: args.native_sidecars.into(),
             kubeconfig: args.kubeconfig.clone(),
+            references: if args.watch_references {
+                cluster::ReferenceWatching::LabelledNamespaces
+            } else {
+                cluster::ReferenceWatching::Off
+            },
         }
     }
 }
@@ -233,6 +245,10 @@ mod tests {
         assert_eq!(config.server.max_concurrency, 8);
         assert_eq!(config.native_sidecars, cluster::NativeSidecarsMode::Off);
         assert_eq!(config.policy.as_deref(), Some(std::path::Path::new("p.yaml")));
+        assert_eq!(config.references, cluster::ReferenceWatching::Off, "off unless asked for");
+        let cli = Cli::try_parse_from(["podmedic", "serve", "--watch-references"]).unwrap();
+        let Command::Serve(watching) = cli.command else { panic!("not serve") };
+        assert_eq!(ServeConfig::from(&*watching).references, cluster::ReferenceWatching::LabelledNamespaces);
         let ephemeral = ServeConfig::from(&ServeArgs { ephemeral_ca_file: None, tls_cert: None, ..*args });
         assert_eq!(
             ephemeral.server.certificates,

@@ -12,7 +12,13 @@
 //! [`ClusterWatch`] only feeds them from the watches (`watch.rs`), with Nodes reduced to their
 //! kubelet version (`nodes.rs`) and Namespaces to their podmedic annotations (`namespaces.rs`).
 //!
-//! RBAC: `get`, `list` and `watch` on `nodes` and `namespaces`, nothing else. A failed call is logged
+//! The Nodes are also kept as the facts the checks of workloads read (labels, taints, readiness,
+//! allocatable; `nodes.rs`), and with `--watch-references` the names of the labelled namespaces'
+//! ConfigMaps, Secrets, PVCs and ServiceAccounts (metadata only; `references.rs`). The watch
+//! implements the engine's `ClusterSource` with them.
+//!
+//! RBAC: `get`, `list` and `watch` on `nodes` and `namespaces`; with `--watch-references`, `list`
+//! and `watch` on those four kinds in the labelled namespaces (deploy/components/reference-checks). A failed call is logged
 //! with what kind of failure it was ([`ApiFailure`]: network, forbidden, unauthorized, ...), so that
 //! only a 403 sends the reader to RBAC.
 
@@ -20,10 +26,12 @@ mod connection;
 mod failure;
 mod namespaces;
 mod nodes;
+mod references;
 mod watch;
 
 pub use connection::{ClusterError, connect};
 pub use failure::ApiFailure;
 pub use namespaces::NamespaceCache;
-pub use nodes::{api_server_version_text, node_kubelet};
+pub use nodes::{api_server_version_text, node_facts, node_kubelet};
+pub use references::{NameSet, NamespaceNames, ReferenceWatches, ReferenceWatching};
 pub use watch::{ClusterCounters, ClusterWatch, NativeSidecarsMode};

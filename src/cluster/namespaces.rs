@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use podmedic_engine::NamespaceSettings;
 use podmedic_engine::admission::NamespaceLookup;
-use podmedic_engine::annotations::{is_podmedic_key, namespace_settings};
+use podmedic_engine::annotations::{ENABLED_LABEL, is_podmedic_key, namespace_settings};
 
 /// Parsed settings of every known namespace, so that an admission does one map lookup.
 ///
@@ -107,13 +107,20 @@ fn podmedic_annotations(annotations: Option<&BTreeMap<String, String>>) -> BTree
     annotations.into_iter().flatten().filter(|(k, _)| is_podmedic_key(k)).map(|(k, v)| (k.clone(), v.clone())).collect()
 }
 
-/// Keeps only what the namespace cache reads (name and podmedic annotations): namespaces can carry
-/// large annotations such as `kubectl.kubernetes.io/last-applied-configuration`.
+/// Whether the namespace carries `podmedic.io/enabled: "true"` (the webhooks' namespaceSelector).
+pub(super) fn is_labelled(ns: &Namespace) -> bool {
+    ns.metadata.labels.as_ref().and_then(|l| l.get(ENABLED_LABEL)).is_some_and(|v| v == "true")
+}
+
+/// Keeps only what the namespace cache reads (name, podmedic annotations, the opt-in label):
+/// namespaces can carry large annotations such as `kubectl.kubernetes.io/last-applied-configuration`.
 pub(super) fn strip_namespace(ns: &mut Namespace) {
     let annotations = podmedic_annotations(ns.metadata.annotations.as_ref());
+    let enabled = ns.metadata.labels.as_mut().and_then(|l| l.remove_entry(ENABLED_LABEL));
     ns.metadata = ObjectMeta {
         name: ns.metadata.name.take(),
         annotations: (!annotations.is_empty()).then_some(annotations),
+        labels: enabled.map(|entry| BTreeMap::from([entry])),
         ..ObjectMeta::default()
     };
     ns.spec = None;
@@ -182,7 +189,11 @@ mod tests {
         strip_namespace(&mut ns);
         assert_eq!(ns.metadata.annotations, Some(annotations(&[(DEFAULT_PROBES_ANNOTATION, "none")])));
         let mut bare = namespace("team-b", &[("a/b", "c")]);
+        bare.metadata.labels =
+            Some(BTreeMap::from([(ENABLED_LABEL.to_owned(), "true".to_owned()), ("team".to_owned(), "b".to_owned())]));
         strip_namespace(&mut bare);
         assert_eq!(bare.metadata.annotations, None);
+        assert_eq!(bare.metadata.labels, Some(BTreeMap::from([(ENABLED_LABEL.to_owned(), "true".to_owned())])));
+        assert!(is_labelled(&bare) && !is_labelled(&ns));
     }
 }

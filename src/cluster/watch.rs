@@ -6,13 +6,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Node};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
-use podmedic_engine::admission::{CapabilitySource, NamespaceLookup};
+use podmedic_engine::admission::{CapabilitySource, ClusterSource, NamespaceLookup, NodeList};
+use podmedic_engine::cluster::NamespaceObjects;
 use podmedic_engine::kubernetes::{NodeKubelet, decide_native_sidecars};
 use podmedic_engine::{NamespaceSettings, NativeSidecars};
 use tokio::task::JoinHandle;
@@ -20,7 +21,8 @@ use tokio::task::JoinHandle;
 use super::connection::{ClusterError, connect};
 use super::failure::{ApiFailure, warn_retrying};
 use super::namespaces::{NamespaceCache, strip_namespace};
-use super::nodes::{api_server_version_text, node_kubelet, strip_node};
+use super::nodes::{NodeFactsTracker, api_server_version_text, node_kubelet, strip_node};
+use super::references::{ReferenceWatches, ReferenceWatching};
 
 /// Whether podmedic may move sidecars into `initContainers` (`--native-sidecars`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -62,6 +64,8 @@ pub struct ClusterCounters {
     pub namespace_annotation_problems: AtomicU64,
     /// Times the native-sidecar capability changed.
     pub capability_changes: AtomicU64,
+    /// Errors of the ConfigMap, Secret, PVC and ServiceAccount watches (`--watch-references`).
+    pub reference_watch_errors: Arc<AtomicU64>,
 }
 
 /// Keeps the native-sidecar capability and the namespace settings current.
@@ -84,6 +88,10 @@ struct Shared {
     api_server: Mutex<Option<String>>,
     nodes: Option<Store<Node>>,
     nodes_listed: AtomicBool,
+    /// Every Node's facts for the checks, once the first list is in.
+    node_facts: ArcSwapOption<Vec<Arc<podmedic_engine::cluster::NodeFacts>>>,
+    /// The names of the labelled namespaces' objects (`--watch-references`).
+    references: Option<ReferenceWatches>,
     namespaces: NamespaceCache,
     namespaces_listed: AtomicBool,
     /// Serialises capability decisions made by the version and node tasks.
@@ -106,9 +114,13 @@ impl ClusterWatch {
     /// Connects (see [`connect`]) and starts watching. With no cluster configured it returns an
     /// offline watch (see [`ClusterWatch::offline`]) and logs that once. Must run inside a Tokio
     /// runtime; the watches run as background tasks until the `ClusterWatch` is dropped.
-    pub async fn start(mode: NativeSidecarsMode, kubeconfig: Option<&Path>) -> Result<ClusterWatch, ClusterError> {
+    pub async fn start(
+        mode: NativeSidecarsMode,
+        kubeconfig: Option<&Path>,
+        references: ReferenceWatching,
+    ) -> Result<ClusterWatch, ClusterError> {
         match connect(kubeconfig).await? {
-            Some(client) => Ok(ClusterWatch::with_client(client, mode)),
+            Some(client) => Ok(ClusterWatch::with_client(client, mode, references)),
             None => {
                 let watch = ClusterWatch::offline(mode);
                 match mode {
@@ -130,7 +142,7 @@ impl ClusterWatch {
             NativeSidecarsMode::Auto | NativeSidecarsMode::On => NativeSidecars::Available,
             NativeSidecarsMode::Off => off_reason(),
         };
-        let shared = Shared::new(mode, true, capability, None);
+        let shared = Shared::new(mode, true, capability, None, None);
         ClusterWatch { shared: Arc::new(shared), tasks: Vec::new() }
     }
 
@@ -141,25 +153,28 @@ impl ClusterWatch {
     /// first attempt to reach the API server fails: then, as with no cluster at all, they are assumed
     /// available (logged once) until it answers. Either way [`ClusterWatch::is_ready`] stays false
     /// until the real answer is in, so in a cluster a readiness probe keeps traffic away meanwhile.
-    pub fn with_client(client: Client, mode: NativeSidecarsMode) -> ClusterWatch {
-        let (capability, nodes) = match mode {
-            NativeSidecarsMode::Auto => (
-                NativeSidecars::Unavailable("podmedic has not learned the cluster's versions yet".into()),
-                Some(reflector::store::<Node>()),
-            ),
-            NativeSidecarsMode::On => (NativeSidecars::Available, None),
-            NativeSidecarsMode::Off => (off_reason(), None),
+    ///
+    /// Nodes are watched in every mode: the checks of workloads read their labels, taints and
+    /// allocatable. With [`ReferenceWatching::LabelledNamespaces`], the names of the labelled
+    /// namespaces' ConfigMaps, Secrets, PVCs and ServiceAccounts are watched too.
+    pub fn with_client(client: Client, mode: NativeSidecarsMode, references: ReferenceWatching) -> ClusterWatch {
+        let capability = match mode {
+            NativeSidecarsMode::Auto => {
+                NativeSidecars::Unavailable("podmedic has not learned the cluster's versions yet".into())
+            }
+            NativeSidecarsMode::On => NativeSidecars::Available,
+            NativeSidecarsMode::Off => off_reason(),
         };
-        let (node_reader, node_writer) = match nodes {
-            Some((reader, writer)) => (Some(reader), Some(writer)),
-            None => (None, None),
-        };
-        let shared = Arc::new(Shared::new(mode, false, capability, node_reader));
+        let (node_reader, node_writer) = reflector::store::<Node>();
+        let references =
+            (references == ReferenceWatching::LabelledNamespaces).then(|| ReferenceWatches::new(client.clone()));
+        let shared = Arc::new(Shared::new(mode, false, capability, Some(node_reader), references));
         let (namespace_reader, namespace_writer) = reflector::store::<Namespace>();
-        let mut tasks =
-            vec![tokio::spawn(watch_namespaces(shared.clone(), client.clone(), namespace_writer, namespace_reader))];
-        if let Some(writer) = node_writer {
-            tasks.push(tokio::spawn(watch_nodes(shared.clone(), client.clone(), writer)));
+        let mut tasks = vec![
+            tokio::spawn(watch_namespaces(shared.clone(), client.clone(), namespace_writer, namespace_reader)),
+            tokio::spawn(watch_nodes(shared.clone(), client.clone(), node_writer)),
+        ];
+        if mode == NativeSidecarsMode::Auto {
             tasks.push(tokio::spawn(track_api_server(shared.clone(), client)));
         }
         ClusterWatch { shared, tasks }
@@ -210,12 +225,33 @@ impl NamespaceLookup for ClusterWatch {
     }
 }
 
+impl ClusterSource for ClusterWatch {
+    fn nodes(&self) -> Option<NodeList> {
+        self.shared.node_facts.load_full()
+    }
+
+    fn objects(&self, namespace: &str) -> Option<Arc<dyn NamespaceObjects + Send + Sync>> {
+        let names = self.shared.references.as_ref()?.names(namespace)?;
+        Some(names)
+    }
+}
+
 fn off_reason() -> NativeSidecars {
     NativeSidecars::Unavailable("native sidecars are turned off (--native-sidecars off)".into())
 }
 
 impl Shared {
-    fn new(mode: NativeSidecarsMode, offline: bool, capability: NativeSidecars, nodes: Option<Store<Node>>) -> Self {
+    fn new(
+        mode: NativeSidecarsMode,
+        offline: bool,
+        capability: NativeSidecars,
+        nodes: Option<Store<Node>>,
+        references: Option<ReferenceWatches>,
+    ) -> Self {
+        let counters = ClusterCounters {
+            reference_watch_errors: references.as_ref().map(|r| r.errors.clone()).unwrap_or_default(),
+            ..ClusterCounters::default()
+        };
         Shared {
             mode,
             offline,
@@ -224,10 +260,12 @@ impl Shared {
             api_server: Mutex::new(None),
             nodes,
             nodes_listed: AtomicBool::new(false),
+            node_facts: ArcSwapOption::empty(),
+            references,
             namespaces: NamespaceCache::default(),
             namespaces_listed: AtomicBool::new(false),
             deciding: Mutex::new(()),
-            counters: ClusterCounters::default(),
+            counters,
         }
     }
 
@@ -302,20 +340,35 @@ where
         .reflect(writer)
 }
 
-/// Watches Nodes into a reflector store and re-decides the capability on every change.
+/// Watches Nodes into a reflector store, re-decides the capability on every change and keeps the
+/// checks' node facts current.
 async fn watch_nodes(shared: Arc<Shared>, client: Client, writer: reflector::store::Writer<Node>) {
     let mut events = std::pin::pin!(watch_into_store(client, strip_node, writer));
+    let mut facts = NodeFactsTracker::default();
+    let publish = |list: Option<NodeList>| {
+        if let Some(list) = list {
+            shared.node_facts.store(Some(list));
+        }
+    };
     while let Some(event) = events.next().await {
         match event {
             Ok(watcher::Event::InitDone) => {
+                publish(Some(facts.end_list()));
                 shared.nodes_listed.store(true, Ordering::Release);
                 shared.decide();
             }
-            Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_)) => {
+            Ok(watcher::Event::Apply(node)) => {
                 shared.counters.node_events.fetch_add(1, Ordering::Relaxed);
+                publish(facts.applied(&node));
                 shared.decide();
             }
-            Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => {}
+            Ok(watcher::Event::Delete(node)) => {
+                shared.counters.node_events.fetch_add(1, Ordering::Relaxed);
+                publish(facts.deleted(&node));
+                shared.decide();
+            }
+            Ok(watcher::Event::Init) => facts.begin_list(),
+            Ok(watcher::Event::InitApply(node)) => facts.listed(&node),
             Err(error) => {
                 shared.counters.node_watch_errors.fetch_add(1, Ordering::Relaxed);
                 warn_retrying("watching Nodes", "list and watch on nodes", &ApiFailure::of_watch(&error), &error);
@@ -338,8 +391,12 @@ async fn watch_namespaces(
             Ok(watcher::Event::InitDone) => {
                 // The store now holds exactly the listed namespaces; namespaces deleted while the
                 // watch was down disappear here.
-                for (namespace, problems) in shared.namespaces.replace_all(reader.state().iter().map(|n| &**n)) {
+                let namespaces = reader.state();
+                for (namespace, problems) in shared.namespaces.replace_all(namespaces.iter().map(|n| &**n)) {
                     report_problems(&shared, &namespace, &problems);
+                }
+                if let Some(references) = &shared.references {
+                    references.follow_list(namespaces.iter().map(|n| &**n));
                 }
                 if !shared.namespaces_listed.swap(true, Ordering::AcqRel) {
                     tracing::info!(namespaces = shared.namespaces.len(), "namespace settings loaded");
@@ -348,12 +405,22 @@ async fn watch_namespaces(
             Ok(watcher::Event::Apply(ns)) => {
                 shared.counters.namespace_events.fetch_add(1, Ordering::Relaxed);
                 let problems = shared.namespaces.upsert(&ns);
-                report_problems(&shared, ns.metadata.name.as_deref().unwrap_or_default(), &problems);
+                let name = ns.metadata.name.as_deref().unwrap_or_default();
+                report_problems(&shared, name, &problems);
+                // Before the first full list, InitDone starts the watches of every labelled namespace.
+                if let Some(references) = &shared.references
+                    && shared.namespaces_listed.load(Ordering::Acquire)
+                {
+                    references.follow(&ns);
+                }
             }
             Ok(watcher::Event::Delete(ns)) => {
                 shared.counters.namespace_events.fetch_add(1, Ordering::Relaxed);
                 if let Some(name) = ns.metadata.name.as_deref() {
                     shared.namespaces.remove(name);
+                    if let Some(references) = &shared.references {
+                        references.set(name, false);
+                    }
                 }
             }
             Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => {}
@@ -434,7 +501,7 @@ mod tests {
              users: [{name: u, user: {}}]\ncontexts: [{name: x, context: {cluster: c, user: u}}]\ncurrent-context: x\n",
         )
         .unwrap();
-        let watch = ClusterWatch::start(NativeSidecarsMode::Auto, Some(&path)).await.unwrap();
+        let watch = ClusterWatch::start(NativeSidecarsMode::Auto, Some(&path), ReferenceWatching::Off).await.unwrap();
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert!(!watch.is_offline());
         assert!(!watch.is_ready(), "not ready until the cluster answers");
@@ -444,9 +511,13 @@ mod tests {
 
     #[tokio::test]
     async fn an_explicit_kubeconfig_that_cannot_be_read_is_an_error() {
-        let err = ClusterWatch::start(NativeSidecarsMode::Auto, Some(Path::new("/nonexistent/kubeconfig")))
-            .await
-            .unwrap_err();
+        let err = ClusterWatch::start(
+            NativeSidecarsMode::Auto,
+            Some(Path::new("/nonexistent/kubeconfig")),
+            ReferenceWatching::Off,
+        )
+        .await
+        .unwrap_err();
         assert!(err.to_string().contains("/nonexistent/kubeconfig"), "{err}");
     }
 }

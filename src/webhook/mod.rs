@@ -32,7 +32,7 @@ use std::time::Duration;
 use podmedic_engine::admission::Environment;
 use podmedic_engine::policy::Policy;
 
-use crate::cluster::{ClusterWatch, NativeSidecarsMode};
+use crate::cluster::{ClusterWatch, NativeSidecarsMode, ReferenceWatching};
 pub use error::ServeError;
 pub use health::HealthServer;
 pub use listener::{CertificateSource, Server, ServerConfig};
@@ -52,6 +52,8 @@ pub struct ServeConfig {
     pub native_sidecars: NativeSidecarsMode,
     /// Kubeconfig to reach the API server (else inferred; no cluster is fine).
     pub kubeconfig: Option<PathBuf>,
+    /// Whether the names of ConfigMaps, Secrets, PVCs and ServiceAccounts are watched.
+    pub references: ReferenceWatching,
 }
 
 /// `podmedic-ca.crt` in the temporary directory.
@@ -72,7 +74,8 @@ pub async fn build_environment(config: &ServeConfig, readiness: &Readiness) -> R
     }
     policy_gate.open();
     let cluster_gate = readiness.gate("cluster");
-    let watch = Arc::new(ClusterWatch::start(config.native_sidecars, config.kubeconfig.as_deref()).await?);
+    let watch =
+        Arc::new(ClusterWatch::start(config.native_sidecars, config.kubeconfig.as_deref(), config.references).await?);
     if watch.is_ready() {
         cluster_gate.open();
     } else {
@@ -89,7 +92,7 @@ pub async fn build_environment(config: &ServeConfig, readiness: &Readiness) -> R
             }
         });
     }
-    Ok(Environment { policy: Arc::new(policy), capability: watch.clone(), namespaces: watch })
+    Ok(Environment { policy: Arc::new(policy), capability: watch.clone(), namespaces: watch.clone(), cluster: watch })
 }
 
 /// Runs `podmedic serve` until SIGTERM or SIGINT.

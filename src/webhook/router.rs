@@ -1,5 +1,6 @@
-//! The webhook's HTTP surface: `POST /mutate` decodes nothing itself and dispatches the body to
-//! the engine's `admit`, then logs, counts and encodes; plus the plain-HTTP health and metrics.
+//! The webhook's HTTP surface: `POST /mutate` and `POST /warn` decode nothing themselves and
+//! dispatch the body to the engine's `admit` / `admit_warnings`, then log, count and encode; plus
+//! the plain-HTTP health and metrics.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,9 +13,9 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use podmedic_engine::admission::{self, Admission, Environment};
+use podmedic_engine::admission::{self, Admission, Environment, ReviewError};
 use tower::ServiceBuilder;
-use tower::limit::ConcurrencyLimitLayer;
+use tower::limit::GlobalConcurrencyLimitLayer;
 use tower::load_shed::LoadShedLayer;
 use tower_http::catch_panic::{CatchPanicLayer, ResponseForPanic};
 
@@ -49,28 +50,30 @@ impl WebhookState {
     }
 }
 
-/// The webhook's HTTP surface: `POST /mutate`, with panics caught and excess load shed.
+/// The webhook's HTTP surface, with panics caught and excess load shed: `POST /mutate` (the
+/// mutating webhook) and `POST /warn` (the validating webhook of workloads: warnings only).
 pub fn router(state: WebhookState) -> Router {
     let metrics = state.metrics.clone();
     let shed_metrics = state.metrics.clone();
     // Shedding rather than queueing: a request that waits here is one the API server may already
-    // have given up on, and its failurePolicy is the better answer under overload.
-    let mutate = post(mutate)
-        .fallback(method_not_allowed)
-        .layer(
-            ServiceBuilder::new()
-                .layer(HandleErrorLayer::new(move |_: tower::BoxError| {
-                    let metrics = shed_metrics.clone();
-                    async move {
-                        metrics.error(reason::OVERLOADED);
-                        json_error(StatusCode::SERVICE_UNAVAILABLE, "podmedic is overloaded, try again")
-                    }
-                }))
-                .layer(LoadShedLayer::new())
-                .layer(ConcurrencyLimitLayer::new(state.max_concurrency)),
-        )
+    // have given up on, and its failurePolicy is the better answer under overload. One limit for
+    // both paths: they share the engine and the CPU.
+    let limits = ServiceBuilder::new()
+        .layer(HandleErrorLayer::new(move |_: tower::BoxError| {
+            let metrics = shed_metrics.clone();
+            async move {
+                metrics.error(reason::OVERLOADED);
+                json_error(StatusCode::SERVICE_UNAVAILABLE, "podmedic is overloaded, try again")
+            }
+        }))
+        .layer(LoadShedLayer::new())
+        .layer(GlobalConcurrencyLimitLayer::new(state.max_concurrency));
+    let routes = Router::new()
+        .route("/mutate", post(mutate).fallback(method_not_allowed))
+        .route("/warn", post(warn).fallback(method_not_allowed))
+        .route_layer(limits)
         .with_state(state);
-    with_panic_guard(Router::new().route("/mutate", mutate).fallback(not_found), metrics)
+    with_panic_guard(routes.fallback(not_found), metrics)
 }
 
 /// Turns a panic in any handler of `router` into a 500 and a metric instead of a dropped
@@ -99,8 +102,22 @@ impl ResponseForPanic for PanicResponse {
     }
 }
 
-/// `POST /mutate`: an AdmissionReview in, an AdmissionReview out.
+/// `POST /mutate`: an AdmissionReview in, an AdmissionReview out (a patch and warnings).
 async fn mutate(State(state): State<WebhookState>, request: Request) -> Response {
+    review(&state, request, admission::admit).await
+}
+
+/// `POST /warn`: an AdmissionReview of a workload in, an AdmissionReview out with warnings only.
+async fn warn(State(state): State<WebhookState>, request: Request) -> Response {
+    review(&state, request, admission::admit_warnings).await
+}
+
+/// Reads the body within the limits, answers it with `answer`, logs and counts.
+async fn review(
+    state: &WebhookState,
+    request: Request,
+    answer: fn(&[u8], &Environment) -> Result<Admission, ReviewError>,
+) -> Response {
     let started = Instant::now();
     let metrics = &state.metrics;
     if !is_json(request.headers()) {
@@ -131,7 +148,7 @@ async fn mutate(State(state): State<WebhookState>, request: Request) -> Response
         }
     };
 
-    match admission::admit(&body, &state.environment) {
+    match answer(&body, &state.environment) {
         Ok(admission) => {
             let elapsed = started.elapsed();
             log_admission(&admission, elapsed);
@@ -195,7 +212,7 @@ async fn method_not_allowed() -> Response {
 }
 
 async fn not_found() -> Response {
-    json_error(StatusCode::NOT_FOUND, "not found; the webhook is POST /mutate")
+    json_error(StatusCode::NOT_FOUND, "not found; the webhook is POST /mutate and POST /warn")
 }
 
 /// `{"error": message}` with `status`.

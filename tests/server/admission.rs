@@ -175,3 +175,58 @@ async fn healthz_and_readyz_answer_once_serving() {
     let ready = server.get_plain("/readyz").await;
     assert_eq!(ready.status, 200, "{}", ready.text());
 }
+
+/// The recorded cluster's one node (2 CPUs, about 23.4 GiB), read as the Node watch reads it.
+struct RecordedNode(podmedic_engine::admission::NodeList);
+
+impl podmedic_engine::admission::ClusterSource for RecordedNode {
+    fn nodes(&self) -> Option<podmedic_engine::admission::NodeList> {
+        Some(self.0.clone())
+    }
+    fn objects(
+        &self,
+        _namespace: &str,
+    ) -> Option<std::sync::Arc<dyn podmedic_engine::cluster::NamespaceObjects + Send + Sync>> {
+        None
+    }
+}
+
+/// `kubectl apply` of the StatefulSet asking 8 CPUs and 32 GiB, on a cluster whose only node has
+/// 2 CPUs: `POST /warn` answers with the warnings the user sees, and never a patch; `/mutate`
+/// does not answer StatefulSets at all.
+#[tokio::test]
+async fn warn_tells_at_apply_time_that_the_statefulset_will_never_be_scheduled() {
+    use std::sync::Arc;
+    let node: k8s_openapi::api::core::v1::Node = serde_json::from_slice(&cluster_object("node.json")).unwrap();
+    let facts = podmedic::cluster::node_facts(&node).expect("the node's facts");
+    let environment = podmedic_engine::admission::Environment {
+        cluster: Arc::new(RecordedNode(Arc::new(vec![Arc::new(facts)]))),
+        ..podmedic_engine::admission::Environment::standalone(Arc::new(podmedic_engine::Policy::builtin()))
+    };
+    let server = TestServer::start_in(environment).await;
+    let mut client = server.client().connect().await.unwrap();
+    let request = cluster_object("review-statefulset-create-catalog-db.json");
+
+    let response = admission_response(&request, &client.post("/warn", request.clone()).await);
+
+    assert!(response.get("patch").is_none(), "/warn never patches: {response}");
+    let warnings: Vec<&str> = response["warnings"].as_array().unwrap().iter().map(|w| w.as_str().unwrap()).collect();
+    assert_eq!(
+        warnings,
+        [
+            "nodeSelector disktype=nvme matches no node: Pods stay Pending; fix it or label a node",
+            "no node can fit cpu 8 (largest allocatable: 2): container postgres requests 8; lower it or add nodes",
+            "no node can fit memory 32Gi (largest allocatable: 23.4Gi): container postgres requests 32Gi; lower it or \
+             add nodes",
+        ]
+    );
+    let mutate = admission_response(&request, &client.review(request.clone()).await);
+    assert!(mutate.get("warnings").is_none() && mutate.get("patch").is_none(), "{mutate}");
+    let metrics = server.get_plain("/metrics").await.text();
+    assert!(
+        metrics.contains(
+            r#"podmedic_admission_requests_total{kind="StatefulSet",operation="CREATE",result="unchanged"} 1"#
+        ),
+        "{metrics}"
+    );
+}

@@ -44,6 +44,12 @@ pub fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
 }
 
+/// A fixture from `tests/fixtures/cluster-objects/` (objects as a real API server returns them).
+pub fn cluster_object(name: &str) -> Vec<u8> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cluster-objects").join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+}
+
 // ---------------------------------------------------------------------------------------------
 // AdmissionReviews
 

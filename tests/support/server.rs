@@ -42,8 +42,24 @@ impl TestServer {
         Self::start_serving(ca, pair, adjust).await
     }
 
+    /// A server with the test defaults and this environment (a cluster to check workloads against).
+    pub async fn start_in(environment: Environment) -> TestServer {
+        let ca = TestCa::new("podmedic test CA");
+        let pair = ca.server_pair("podmedic v1");
+        Self::start_serving_in(ca, pair, |_| {}, environment).await
+    }
+
     /// A server serving `pair` (issued by `ca`) from a kubelet-style mount.
     pub async fn start_serving(ca: TestCa, pair: Pair, adjust: impl FnOnce(&mut ServerConfig)) -> TestServer {
+        Self::start_serving_in(ca, pair, adjust, Environment::standalone(Arc::new(Policy::builtin()))).await
+    }
+
+    async fn start_serving_in(
+        ca: TestCa,
+        pair: Pair,
+        adjust: impl FnOnce(&mut ServerConfig),
+        environment: Environment,
+    ) -> TestServer {
         let mount = SecretMount::new(&pair);
         let mut config = ServerConfig {
             listen: "127.0.0.1:0".parse().expect("addr"),
@@ -65,7 +81,6 @@ impl TestServer {
         };
         adjust(&mut config);
         let readiness = Readiness::new();
-        let environment = Environment::standalone(Arc::new(Policy::builtin()));
         let server = Server::bind(config, environment, readiness.clone(), Arc::new(Metrics::new()))
             .await
             .expect("bind the server");

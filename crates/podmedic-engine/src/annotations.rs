@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::checks::{CheckSet, known_names};
 use crate::policy::ResourceDefaults;
 
 /// Spells a podmedic key: the one place the `podmedic.io/` prefix is written.
@@ -34,6 +35,9 @@ pub const DEFAULT_SIDECAR_REQUESTS_ANNOTATION: &str = key!("default-sidecar-requ
 pub const DEFAULT_PROBES_ANNOTATION: &str = key!("default-probes");
 /// Annotation (on a namespace) that opts the namespace out even though it carries the label.
 pub const NAMESPACE_OPT_OUT_ANNOTATION: &str = key!("disabled");
+/// Annotation (on a namespace, an object or a pod template) that turns off checks that warn about
+/// Pods that will not start: `node-fit, probe-window`, or `all` (see [`crate::checks::CheckId`]).
+pub const DISABLED_CHECKS_ANNOTATION: &str = key!("disabled-checks");
 
 /// True for a podmedic annotation or label key.
 pub fn is_podmedic_key(key: &str) -> bool {
@@ -60,6 +64,8 @@ pub struct NamespaceSettings {
     pub readiness_probes: Option<bool>,
     /// TCP liveness probes for long-running Pods.
     pub liveness_probes: Option<bool>,
+    /// Checks turned off in this namespace.
+    pub disabled_checks: CheckSet,
 }
 
 /// Parses a namespace's annotations into its settings, with one message per value that was ignored.
@@ -96,6 +102,17 @@ pub fn namespace_settings(annotations: &BTreeMap<String, String>) -> (NamespaceS
                 }
                 Err(e) => problems.push(format!("{key}: `{value}`: {e}; ignored")),
             },
+            DISABLED_CHECKS_ANNOTATION => {
+                let (checks, unknown) = CheckSet::parse_list(trimmed);
+                settings.disabled_checks = checks;
+                if !unknown.is_empty() {
+                    problems.push(format!(
+                        "{key}: unknown check(s) {}; ignored (known: {}, or all)",
+                        unknown.join(", "),
+                        known_names()
+                    ));
+                }
+            }
             // Object-level annotations are harmless on a namespace; only point out the likely mistake.
             SKIP_ANNOTATION => problems.push(format!(
                 "{key} has no effect on a namespace; use {NAMESPACE_OPT_OUT_ANNOTATION}: \"true\" to opt it out"
@@ -135,6 +152,7 @@ fn parse_probe_setting(value: &str) -> Result<(bool, bool), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::checks::CheckId;
 
     fn annotations(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
@@ -162,6 +180,7 @@ mod tests {
             (DEFAULT_SIDECAR_REQUESTS_ANNOTATION, "cpu=10m,memory=32Mi"),
             (DEFAULT_PROBES_ANNOTATION, "readiness,liveness"),
             (NAMESPACE_OPT_OUT_ANNOTATION, "false"),
+            (DISABLED_CHECKS_ANNOTATION, "node-fit,probe-window"),
             ("team.example.com/owner", "payments"),
         ]));
         assert_eq!(problems, Vec::<String>::new());
@@ -175,6 +194,16 @@ mod tests {
             Some(ResourceDefaults::parse_annotation("cpu=10m,memory=32Mi").unwrap())
         );
         assert_eq!((settings.readiness_probes, settings.liveness_probes), (Some(true), Some(true)));
+        assert_eq!(settings.disabled_checks, [CheckId::NodeFit, CheckId::ProbeWindow].into_iter().collect());
+    }
+
+    #[test]
+    fn an_unknown_check_name_is_reported_and_the_known_ones_still_turned_off() {
+        let (settings, problems) =
+            namespace_settings(&annotations(&[(DISABLED_CHECKS_ANNOTATION, "references,nodefit")]));
+        assert_eq!(settings.disabled_checks, [CheckId::References].into_iter().collect());
+        assert_eq!(problems.len(), 1);
+        assert!(problems[0].contains("nodefit") && problems[0].contains("node-fit"), "{problems:?}");
     }
 
     #[test]

@@ -15,6 +15,8 @@
 //! - [`kubernetes`]: Kubernetes value types: image references, quantities, versions and the
 //!   native-sidecar rule.
 //! - [`annotations`]: every `podmedic.io/*` key, and the namespace settings read from them.
+//! - [`diagnose`]: checks that warn about Pods that will not start (nodes, references, probes),
+//!   named in [`checks`], against what [`cluster`] describes of the cluster.
 //!
 //! The engine reads a borrowed, partial view of the object (see [`object`]) and emits
 //! `move`/`add` operations against the object exactly as it was received, so fields that our
@@ -22,6 +24,9 @@
 
 pub mod admission;
 pub mod annotations;
+pub mod checks;
+pub mod cluster;
+pub mod diagnose;
 pub mod kubernetes;
 mod mutation;
 pub mod object;
@@ -40,7 +45,7 @@ pub use mutation::{Change, ChangeKind, Context, MutateError, Mutation};
 pub use patch::{Location, PatchBuilder, escape_pointer_token};
 pub use policy::Policy;
 pub use probes::{STARTUP_FAILURE_THRESHOLD, STARTUP_PERIOD_SECONDS};
-pub use warnings::{MAX_WARNING_LEN, shorten as shorten_warning};
+pub use warnings::{MAX_WARNING_LEN, shorten as shorten_warning, shorten_to};
 
 /// Computes the mutation for an object given as raw JSON text.
 pub fn mutate_json(raw: &str, ctx: &Context<'_>) -> Result<Mutation, MutateError> {
@@ -52,6 +57,13 @@ pub fn mutate_json(raw: &str, ctx: &Context<'_>) -> Result<Mutation, MutateError
 /// it together with the AdmissionReview, in one pass).
 pub fn mutate_object(object: &object::Object<'_>, ctx: &Context<'_>) -> Mutation {
     plan::plan(object, ctx)
+}
+
+/// Runs the checks of [`diagnose`] on any object with a pod spec, Pods included, with the
+/// containers where they are (`podmedic audit` explains a stuck Pod with them).
+pub fn diagnose_value(value: &serde_json::Value, ctx: &Context<'_>) -> Result<diagnose::Diagnosis, MutateError> {
+    let object = object::Object::from_value(value)?;
+    Ok(diagnose::diagnose_object(&object, ctx))
 }
 
 /// Computes the mutation for an object already parsed into a [`serde_json::Value`].

@@ -6,6 +6,7 @@ use std::fmt;
 use serde::Serialize;
 
 use crate::annotations::NamespaceSettings;
+use crate::cluster::ClusterView;
 use crate::kubernetes::NativeSidecars;
 use crate::policy::Policy;
 
@@ -18,6 +19,16 @@ pub struct Context<'a> {
     pub native_sidecars: &'a NativeSidecars,
     /// Settings of the object's namespace, if known.
     pub namespace: Option<&'a NamespaceSettings>,
+    /// What is known about the cluster's nodes and the namespace's objects (nothing by default).
+    pub cluster: ClusterView<'a>,
+}
+
+impl<'a> Context<'a> {
+    /// A context with this policy and capability, and nothing known about the namespace or the
+    /// cluster: what `podmedic fix` and a webhook with no cluster use.
+    pub fn new(policy: &'a Policy, native_sidecars: &'a NativeSidecars) -> Self {
+        Context { policy, native_sidecars, namespace: None, cluster: ClusterView::default() }
+    }
 }
 
 /// The kinds of change podmedic makes; used for the metrics label and the changes annotation.

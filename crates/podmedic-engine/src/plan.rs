@@ -8,7 +8,7 @@ use crate::mutation::{Change, Context, Mutation};
 use crate::object::{Metadata, Object};
 use crate::patch::{Location, PatchBuilder};
 use crate::target::{Holder, PodTarget};
-use crate::{probes, resources, sidecars, warnings};
+use crate::{diagnose, probes, resources, sidecars, warnings};
 
 /// Runs all concerns on the object.
 pub(crate) fn plan(object: &Object<'_>, ctx: &Context<'_>) -> Mutation {
@@ -45,6 +45,9 @@ pub(crate) fn plan(object: &Object<'_>, ctx: &Context<'_>) -> Mutation {
         probes::add_long_running_probes(&target, &slots, ctx, &mut patch, &mut out.changes);
     }
     warnings::collect(&target, &slots, &selection, &settings, ctx, &mut out.warnings);
+    if diagnose::runs_at_admission(&target) {
+        out.warnings.extend(diagnose::diagnose(&target, &slots, ctx).into_warnings());
+    }
     out.notes.extend(probe_notes.iter().cloned());
 
     if !out.changes.is_empty() {

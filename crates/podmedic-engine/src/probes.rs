@@ -43,7 +43,7 @@ pub(crate) fn add_startup_probes(
     let used_ports = used_ports(slots);
     for slot in slots.iter().filter(|s| s.moved) {
         let c = slot.container;
-        if c.startup_probe {
+        if c.startup_probe.is_some() {
             continue;
         }
         let profile = slot.profile.map(|p| &p.startup_probe).unwrap_or(&ProbeProfile::FirstContainerPort);
@@ -204,7 +204,7 @@ fn find_flag(c: &Container<'_>, name: &str, takes_value: bool) -> Found {
 
 fn find_env(c: &Container<'_>, name: &str) -> Found {
     match c.env().iter().rev().find(|e| e.name.as_str() == name) {
-        Some(e) if e.value_from => Found::EnvFrom,
+        Some(e) if e.value_from.is_some() => Found::EnvFrom,
         Some(e) => Found::Env(e.value.as_deref().unwrap_or_default().to_owned()),
         None => Found::Absent,
     }

@@ -22,6 +22,8 @@ pub(crate) enum Holder {
 /// A pod spec located in an object, with the JSON Pointer locations patches need.
 pub(crate) struct PodTarget<'v> {
     pub holder: Holder,
+    /// The object's kind (`Pod`, `Job`, `Deployment`, `DaemonSet`, ...).
+    pub kind: &'v str,
     pub object_meta: Option<&'v Metadata<'v>>,
     pub pod_meta: Option<&'v Metadata<'v>>,
     pub pod_meta_loc: Location,
@@ -45,6 +47,7 @@ impl<'v> PodTarget<'v> {
             let pod_spec = template.spec.as_ref()?;
             Some(PodTarget {
                 holder,
+                kind,
                 object_meta,
                 pod_meta: template.metadata.as_ref(),
                 pod_meta_loc: base.child("metadata"),
@@ -57,6 +60,7 @@ impl<'v> PodTarget<'v> {
         match kind {
             "Pod" if version_is("v1") => Some(PodTarget {
                 holder: Holder::Pod,
+                kind,
                 object_meta,
                 pod_meta: object_meta,
                 pod_meta_loc: Location::new(["metadata"]),

@@ -17,7 +17,7 @@ struct Run {
 
 fn run_with(manifest: &str, policy: &Policy, native: NativeSidecars, ns: Option<&NamespaceSettings>) -> Run {
     let before = yaml(manifest);
-    let ctx = Context { policy, native_sidecars: &native, namespace: ns };
+    let ctx = Context { policy, native_sidecars: &native, namespace: ns, cluster: Default::default() };
     let mutation = mutate_value(&before, &ctx).unwrap();
     let mut after = before.clone();
     json_patch::patch(&mut after, &mutation.patch).unwrap();
@@ -313,7 +313,12 @@ spec:
 #[test]
 fn malformed_objects_are_errors_not_panics() {
     let policy = Policy::builtin();
-    let ctx = Context { policy: &policy, native_sidecars: &NativeSidecars::Available, namespace: None };
+    let ctx = Context {
+        policy: &policy,
+        native_sidecars: &NativeSidecars::Available,
+        namespace: None,
+        cluster: Default::default(),
+    };
     for raw in [
         r#"{"kind":"Pod","spec":{"containers":{"name":"x"}}}"#,
         r#"{"kind":"Pod","spec":{"containers":[{"name":"x","ports":[{"containerPort":"80"}]}]}}"#,

@@ -97,16 +97,22 @@ pub(crate) fn finish(warnings: Vec<String>) -> Vec<String> {
 }
 
 /// Keeps a warning under 120 characters, cutting on a character boundary.
-pub fn shorten(mut warning: String) -> String {
-    if warning.len() > MAX_WARNING_LEN {
-        let mut cut = MAX_WARNING_LEN - 3;
-        while !warning.is_char_boundary(cut) {
+pub fn shorten(warning: String) -> String {
+    shorten_to(warning, MAX_WARNING_LEN)
+}
+
+/// Keeps a text within `max` bytes (at least 3), cutting on a character boundary and ending it
+/// with `...` when cut.
+pub fn shorten_to(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut cut = max.saturating_sub(3);
+        while !text.is_char_boundary(cut) {
             cut -= 1;
         }
-        warning.truncate(cut);
-        warning.push_str("...");
+        text.truncate(cut);
+        text.push_str("...");
     }
-    warning
+    text
 }
 
 /// Whether the last command of the container's shell script runs in the background.

@@ -3,22 +3,29 @@
 //! It lists the Jobs, CronJobs and run-to-completion Pods that the engine would change, with the
 //! changes, and the Jobs that look stuck because of a sidecar: a Pod whose main containers have
 //! finished while a container the engine would treat as a sidecar keeps running, so the Job never
-//! completes. It also says whether the cluster can run native sidecars at all.
+//! completes. It also says whether the cluster can run native sidecars at all, and explains every
+//! Pod that is not running (Pending, CrashLoopBackOff, ImagePullBackOff,
+//! CreateContainerConfigError, OOMKilled, stuck in Init, a Job held open by a sidecar) in one line
+//! with its cause and fix, from the Pod's status and Events (`explain.rs`, `events.rs`).
 //!
-//! Fetching is a thin layer (`read.rs`): Jobs, CronJobs and Pods are read as raw JSON and handed to
+//! Fetching is a thin layer (`read.rs`): Jobs, CronJobs, Pods and Events are read as raw JSON and handed to
 //! the engine as the API server sent them, the way the webhook receives them, so no field is lost
 //! to a Kubernetes type that does not know it (a container's `restartPolicyRules`, say, which the
 //! engine honours). Everything printed is computed by pure functions ([`build_report`],
 //! [`stuck_on_sidecar`] in `report.rs`, [`render_table`] in `table.rs`), which the tests feed with
 //! fixtures.
 
+mod events;
+mod explain;
 mod read;
 mod report;
 mod table;
 
+pub use events::{MAX_EVENTS_PER_POD, PodEvent, PodEvents};
+pub use explain::{Explaining, NotRunning, explain_pod, looks_troubled};
 pub use report::{
-    AuditReport, CapabilityReport, ClusterObjects, FinishedContainer, StuckJob, StuckPod, WouldChange, build_report,
-    stuck_on_sidecar,
+    AuditReport, CapabilityReport, ClusterObjects, FinishedContainer, MAX_NOT_RUNNING, StuckJob, StuckPod, WouldChange,
+    build_report, stuck_on_sidecar,
 };
 pub use table::render_table;
 
@@ -70,8 +77,9 @@ pub async fn run(config: &AuditConfig) -> anyhow::Result<ExitCode> {
     };
 
     let mut notes = Vec::new();
-    let capability = read_capability(&client, &mut notes).await?;
-    let objects = read_objects(&client, namespace.as_deref(), &mut notes).await?;
+    let (capability, nodes) = read_capability(&client, &mut notes).await?;
+    let mut objects = read_objects(&client, namespace.as_deref(), &mut notes).await?;
+    objects.nodes = nodes;
     let report = build_report(&objects, &policy, capability, notes);
     match config.output {
         OutputFormat::Table => print!("{}", render_table(&report, Timestamp::now())),

@@ -1,34 +1,48 @@
-//! Reading the cluster: the API server's and kubelets' versions, the namespaces, and the Jobs,
-//! CronJobs and run-to-completion Pods in scope, those as raw JSON.
+//! Reading the cluster: the API server's and kubelets' versions and the Nodes' facts, the
+//! namespaces, and the Jobs, CronJobs, Pods and Pod Events in scope, those as raw JSON. Pods are
+//! kept as they are read only when they run to completion or look troubled, and Events only as
+//! the few fields that explain a Pod, so memory follows what is reported, not the cluster's size.
+
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::core::v1::{Event, Namespace, Node, Pod};
 use kube::api::ListParams;
 use kube::{Api, Client};
+use podmedic_engine::cluster::NodeFacts;
 use podmedic_engine::kubernetes::NodeKubelet;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use super::events::PodEvents;
+use super::explain::looks_troubled;
 use super::report::{CapabilityReport, ClusterObjects};
 use crate::cluster;
 
 /// Objects per page when listing, so that large clusters are read in bounded pieces.
 const PAGE_SIZE: u32 = 500;
 
-/// The API server's version and every kubelet's; a cluster that does not answer is an error, Nodes
-/// that cannot be listed (a user without cluster-wide read) only a note.
-pub(super) async fn read_capability(client: &Client, notes: &mut Vec<String>) -> anyhow::Result<CapabilityReport> {
+/// The API server's version, every kubelet's and every Node's facts; a cluster that does not
+/// answer is an error, Nodes that cannot be listed (a user without cluster-wide read) only a note.
+pub(super) async fn read_capability(
+    client: &Client,
+    notes: &mut Vec<String>,
+) -> anyhow::Result<(CapabilityReport, Option<Vec<Arc<NodeFacts>>>)> {
     let info = client.apiserver_version().await.context("cannot reach the API server")?;
     let api_server = cluster::api_server_version_text(&info);
     match list_all(&Api::<Node>::all(client.clone()), ListParams::default()).await {
         Ok(nodes) => {
             let kubelets: Vec<NodeKubelet> = nodes.iter().filter_map(cluster::node_kubelet).collect();
-            Ok(CapabilityReport::decide(api_server, Some(&kubelets)))
+            let facts = nodes.iter().filter_map(cluster::node_facts).map(Arc::new).collect();
+            Ok((CapabilityReport::decide(api_server, Some(&kubelets)), Some(facts)))
         }
         Err(error) => {
-            notes.push(format!("cannot list Nodes ({error}): kubelet versions were not checked"));
-            Ok(CapabilityReport::decide(api_server, None))
+            notes.push(format!(
+                "cannot list Nodes ({error}): kubelet versions were not checked, Pending Pods are explained \
+                 without them"
+            ));
+            Ok((CapabilityReport::decide(api_server, None), None))
         }
     }
 }
@@ -46,10 +60,28 @@ pub(super) async fn read_objects(
     let cron_jobs = list_raw::<CronJob>(client, namespace, ListParams::default())
         .await
         .with_context(|| format!("cannot list CronJobs {where_}"))?;
-    // The API server filters on restartPolicy, so long-running Pods are never transferred.
-    let pods = list_raw::<Pod>(client, namespace, ListParams::default().fields("spec.restartPolicy!=Always"))
-        .await
-        .with_context(|| format!("cannot list Pods {where_}"))?;
+    // Every Pod is read, page by page; long-running ones are kept only when they look troubled.
+    let (mut pods, mut troubled_pods) = (Vec::new(), Vec::new());
+    each_raw::<Pod>(client, namespace, ListParams::default(), |pod| {
+        let run_to_completion =
+            matches!(pod.pointer("/spec/restartPolicy").and_then(Value::as_str), Some("Never" | "OnFailure"));
+        if run_to_completion {
+            pods.push(pod);
+        } else if looks_troubled(&pod) {
+            troubled_pods.push(pod);
+        }
+    })
+    .await
+    .with_context(|| format!("cannot list Pods {where_}"))?;
+    let mut events = PodEvents::default();
+    let read_events =
+        each_raw::<Event>(client, namespace, ListParams::default().fields("involvedObject.kind=Pod"), |event| {
+            events.add(&event)
+        })
+        .await;
+    if let Err(error) = read_events {
+        notes.push(format!("cannot list Events {where_} ({error:#}): Pods are explained from their status alone"));
+    }
 
     let namespaces_api = Api::<Namespace>::all(client.clone());
     let namespaces = match namespace {
@@ -60,7 +92,7 @@ pub(super) async fn read_objects(
         notes.push(format!("cannot read Namespaces ({error}): their labels and podmedic annotations are not known"));
         Vec::new()
     });
-    Ok(ClusterObjects { namespaces, jobs, cron_jobs, pods })
+    Ok(ClusterObjects { namespaces, jobs, cron_jobs, pods, troubled_pods, events, nodes: None })
 }
 
 /// Every object of a list, page by page, typed (Nodes and Namespaces, of which only versions,
@@ -88,17 +120,32 @@ async fn list_raw<K>(client: &Client, namespace: Option<&str>, params: ListParam
 where
     K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
 {
+    let mut items = Vec::new();
+    each_raw::<K>(client, namespace, params, |item| items.push(item)).await?;
+    Ok(items)
+}
+
+/// Hands every object of a namespaced kind in scope to `each`, page by page, as raw JSON with its
+/// `apiVersion` and `kind`: a page is dropped before the next is read.
+async fn each_raw<K>(
+    client: &Client,
+    namespace: Option<&str>,
+    params: ListParams,
+    mut each: impl FnMut(Value),
+) -> anyhow::Result<()>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
     let request = kube::core::Request::new(K::url_path(&(), namespace));
     let (api_version, kind) = (K::api_version(&()), K::kind(&()));
     let mut params = params.limit(PAGE_SIZE);
-    let mut items = Vec::new();
     loop {
         let text = client.request_text(request.list(&params)?).await?;
         let page = Page::parse(&text, &api_version, &kind)?;
-        items.extend(page.items);
+        page.items.into_iter().for_each(&mut each);
         match page.continue_token {
             Some(token) => params = params.continue_token(&token),
-            None => return Ok(items),
+            None => return Ok(()),
         }
     }
 }

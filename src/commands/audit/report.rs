@@ -1,15 +1,23 @@
-//! The audit's report, computed from what was read: what the engine would change, and which Jobs
-//! look stuck on a sidecar.
+//! The audit's report, computed from what was read: what the engine would change, which Jobs
+//! look stuck on a sidecar, and why the Pods that do not run do not (`explain.rs`).
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::jiff::Timestamp;
 use podmedic_engine::annotations::{ENABLED_LABEL, namespace_settings};
+use podmedic_engine::cluster::NodeFacts;
 use podmedic_engine::kubernetes::{NodeKubelet, decide_native_sidecars};
 use podmedic_engine::{Change, ChangeKind, Context, NamespaceSettings, NativeSidecars, Policy, mutate_value};
 use serde::Serialize;
 use serde_json::Value;
+
+use super::events::PodEvents;
+use super::explain::{Explaining, NotRunning, explain_pod};
+
+/// Most Pods the report explains; the count of the others goes into a note.
+pub const MAX_NOT_RUNNING: usize = 1000;
 
 /// Everything `podmedic audit` reports.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -21,6 +29,8 @@ pub struct AuditReport {
     pub would_change: Vec<WouldChange>,
     /// Jobs that look stuck on a sidecar.
     pub stuck: Vec<StuckJob>,
+    /// Pods that are not running as they should, each with its cause and fix.
+    pub not_running: Vec<NotRunning>,
     /// What the audit could not see (missing permissions, for example).
     pub notes: Vec<String>,
 }
@@ -125,6 +135,13 @@ pub struct ClusterObjects {
     pub cron_jobs: Vec<Value>,
     /// Run-to-completion Pods in scope (restartPolicy Never or OnFailure).
     pub pods: Vec<Value>,
+    /// Long-running Pods (restartPolicy Always) that looked troubled when read; the others are
+    /// not kept.
+    pub troubled_pods: Vec<Value>,
+    /// The Events of the Pods in scope.
+    pub events: PodEvents,
+    /// Every Node's facts, when Nodes could be listed.
+    pub nodes: Option<Vec<Arc<NodeFacts>>>,
 }
 
 /// Whether a Pod looks stuck on a sidecar: it is `Running`, runs to completion, every main
@@ -173,7 +190,8 @@ pub fn stuck_on_sidecar(pod: &Value, policy: &Policy) -> Option<StuckPod> {
 
 /// The containers the engine would move as sidecars.
 fn sidecars_of(pod: &Value, policy: &Policy) -> Vec<String> {
-    let ctx = Context { policy, native_sidecars: &NativeSidecars::Available, namespace: None };
+    let ctx =
+        Context { policy, native_sidecars: &NativeSidecars::Available, namespace: None, cluster: Default::default() };
     match mutate_value(pod, &ctx) {
         Ok(m) => m.changes.into_iter().filter(|c| c.kind == ChangeKind::SidecarMoved).map(|c| c.container).collect(),
         Err(_) => Vec::new(),
@@ -222,7 +240,12 @@ pub fn build_report(
         if ns.is_some_and(|(_, s)| s.opted_out) {
             return;
         }
-        let ctx = Context { policy, native_sidecars: &capability, namespace: ns.map(|(_, s)| s) };
+        let ctx = Context {
+            policy,
+            native_sidecars: &capability,
+            namespace: ns.map(|(_, s)| s),
+            cluster: Default::default(),
+        };
         let Ok(mutation) = mutate_value(object, &ctx) else { return };
         if mutation.changes.is_empty() {
             return;
@@ -269,5 +292,53 @@ pub fn build_report(
         .collect();
     stuck.sort_by(|a, b| (&a.namespace, &a.job, &a.pod).cmp(&(&b.namespace, &b.job, &b.pod)));
 
-    AuditReport { native_sidecars, would_change, stuck, notes }
+    let mut notes = notes;
+    let not_running = explain_all(objects, policy, &stuck, &mut notes);
+    AuditReport { native_sidecars, would_change, stuck, not_running, notes }
+}
+
+/// One line per Pod that does not run as it should, Jobs held open by a sidecar included.
+fn explain_all(
+    objects: &ClusterObjects,
+    policy: &Policy,
+    stuck: &[StuckJob],
+    notes: &mut Vec<String>,
+) -> Vec<NotRunning> {
+    let with = Explaining { policy, nodes: objects.nodes.as_deref() };
+    let mut lines: Vec<NotRunning> = objects
+        .pods
+        .iter()
+        .chain(&objects.troubled_pods)
+        .filter_map(|pod| {
+            let namespace = text(pod, "/metadata/namespace").unwrap_or_default();
+            let name = text(pod, "/metadata/name").unwrap_or_default();
+            explain_pod(pod, &objects.events.of(namespace, name), with)
+        })
+        .collect();
+    lines.extend(stuck.iter().map(|s| {
+        let finished: Vec<String> =
+            s.stuck.finished.iter().map(|f| format!("{} (exit {})", f.name, f.exit_code)).collect();
+        let sidecars = s.stuck.running_sidecars.join(", ");
+        NotRunning {
+            namespace: s.namespace.clone(),
+            pod: s.pod.clone(),
+            status: "Running".into(),
+            container: Some(sidecars.clone()),
+            cause: format!(
+                "Job {} held open by a sidecar: {} finished, {sidecars} still running, so the Job never completes",
+                s.job,
+                finished.join(", ")
+            ),
+            fix: format!(
+                "make {sidecars} a native sidecar (initContainers, restartPolicy: Always); podmedic does it in \
+                 namespaces labelled {ENABLED_LABEL}=true"
+            ),
+        }
+    }));
+    lines.sort_by(|a, b| (&a.namespace, &a.pod).cmp(&(&b.namespace, &b.pod)));
+    if lines.len() > MAX_NOT_RUNNING {
+        notes.push(format!("{} more Pods not running are not listed", lines.len() - MAX_NOT_RUNNING));
+        lines.truncate(MAX_NOT_RUNNING);
+    }
+    lines
 }

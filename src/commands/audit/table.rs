@@ -73,6 +73,22 @@ pub fn render_table(report: &AuditReport, now: Timestamp) -> String {
             .collect();
         out.push_str(&aligned(&["NAMESPACE", "JOB", "POD", "FINISHED", "STILL RUNNING", "STUCK FOR"], &rows));
     }
+
+    out.push('\n');
+    if report.not_running.is_empty() {
+        out.push_str("Every Pod runs as it should.\n");
+    } else {
+        out.push_str(&format!("Not running ({}): why, and what to do:\n", plural(report.not_running.len(), "Pod")));
+        let rows: Vec<Vec<String>> = report
+            .not_running
+            .iter()
+            .map(|p| {
+                let container = p.container.clone().unwrap_or_else(|| "-".into());
+                vec![p.namespace.clone(), p.pod.clone(), p.status.clone(), container, p.cause.clone(), p.fix.clone()]
+            })
+            .collect();
+        out.push_str(&aligned(&["NAMESPACE", "POD", "STATUS", "CONTAINER", "CAUSE", "FIX"], &rows));
+    }
     out
 }
 

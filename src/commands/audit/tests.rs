@@ -104,6 +104,7 @@ fn the_report_lists_changes_and_stuck_jobs_of_active_jobs_only() {
             fixture("running-job-pod.json"),
             fixture("failed-job-pod.json"),
         ],
+        ..ClusterObjects::default()
     };
     let report = build_report(&objects, &policy(), available(), vec![]);
     assert_eq!(report.would_change.len(), 1, "{:#?}", report.would_change);
@@ -224,4 +225,181 @@ fn the_engine_sees_the_fields_the_api_server_sent() {
     let control = ClusterObjects { jobs: vec![proxy_job("payments", "nightly")], ..ClusterObjects::default() };
     let report = build_report(&control, &policy(), available(), vec![]);
     assert!(report.would_change[0].changes.iter().any(|c| c.kind == ChangeKind::SidecarMoved));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pods that do not run: the six real Pods of tests/fixtures/cluster-objects/, with their Events
+// and the node of that cluster.
+
+fn cluster_object(name: &str) -> Value {
+    let path = format!("{}/tests/fixtures/cluster-objects/{name}", env!("CARGO_MANIFEST_DIR"));
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
+/// The recorded cluster as `read_objects` keeps it: every stuck Pod passes `looks_troubled`.
+fn recorded_cluster() -> ClusterObjects {
+    let pods: Vec<Value> = cluster_object("pods-stuck.json")["items"].as_array().unwrap().clone();
+    assert!(pods.iter().all(looks_troubled), "every stuck Pod is kept while reading");
+    let events = cluster_object("events-stuck.json")["items"].as_array().unwrap().iter().cloned().collect();
+    let node: k8s_openapi::api::core::v1::Node = serde_json::from_value(cluster_object("node.json")).unwrap();
+    let nodes = Some(vec![std::sync::Arc::new(crate::cluster::node_facts(&node).unwrap())]);
+    ClusterObjects { troubled_pods: pods, events, nodes, ..ClusterObjects::default() }
+}
+
+fn explained(objects: &ClusterObjects) -> std::collections::BTreeMap<String, NotRunning> {
+    let report = build_report(objects, &policy(), available(), vec![]);
+    report.not_running.into_iter().map(|line| (line.pod.clone(), line)).collect()
+}
+
+#[test]
+fn every_stuck_pod_of_the_real_cluster_gets_its_cause_and_fix() {
+    let lines = explained(&recorded_cluster());
+    assert_eq!(lines.len(), 6, "{lines:#?}");
+    let line = |pod: &str| -> (&str, Option<&str>, &str, &str) {
+        let l = &lines[pod];
+        (l.status.as_str(), l.container.as_deref(), l.cause.as_str(), l.fix.as_str())
+    };
+    assert_eq!(
+        line("trainer-too-big"),
+        (
+            "Pending",
+            None,
+            "FailedScheduling: 0/1 nodes are available: 1 Insufficient cpu",
+            "no node can fit cpu 64 (largest allocatable: 2): container train requests 64; lower it or add nodes"
+        )
+    );
+    assert_eq!(
+        line("worker-no-node"),
+        (
+            "Pending",
+            None,
+            "FailedScheduling: 0/1 nodes are available: 1 node(s) didn't match Pod's node affinity/selector",
+            "nodeSelector disktype=nvme matches no node: Pods stay Pending; fix it or label a node"
+        )
+    );
+    assert_eq!(
+        line("report-oom"),
+        (
+            "CrashLoopBackOff",
+            Some("report"),
+            "Last State: OOMKilled (Exit Code 137): it used more than its memory limit 24Mi; 2 restarts",
+            "raise resources.limits.memory above 24Mi, or make it use less (kubectl top pod)"
+        )
+    );
+    assert_eq!(
+        line("api-bad-image"),
+        (
+            "ErrImagePull",
+            Some("api"),
+            "cannot pull registry.example.com/shop/api:1.4.2: the node cannot reach the registry registry.example.com \
+             (no such host)",
+            "check the registry in the image name; if it is right, the nodes' DNS and network to registry.example.com"
+        )
+    );
+    assert_eq!(
+        line("app-missing-config"),
+        (
+            "CreateContainerConfigError",
+            Some("app"),
+            "ConfigMap app-config does not exist (env DB_URL of container app)",
+            "create it (kubectl create configmap app-config -n shop ...), or mark the reference optional: true"
+        )
+    );
+    assert_eq!(
+        line("web-backgrounded"),
+        (
+            "Completed",
+            Some("web"),
+            "Exit Code 0 (Completed), then restarted: its script starts `nohup sleep 600` in the background and ends; \
+             3 restarts",
+            "run the long-lived process in the foreground as the script's last command; background only helpers"
+        )
+    );
+}
+
+#[test]
+fn without_nodes_and_events_the_status_alone_still_explains() {
+    let mut objects = recorded_cluster();
+    objects.nodes = None;
+    objects.events = PodEvents::default();
+    let lines = explained(&objects);
+    assert_eq!(lines.len(), 6);
+    assert_eq!(
+        lines["trainer-too-big"].fix,
+        "lower the Pod's requests or add nodes with more of that resource (kubectl top nodes)"
+    );
+    assert_eq!(lines["report-oom"].status, "CrashLoopBackOff");
+}
+
+#[test]
+fn a_crash_loop_from_a_failing_liveness_probe_names_the_probe() {
+    let pods = cluster_object("pods-stuck.json");
+    let mut pod =
+        pods["items"].as_array().unwrap().iter().find(|p| p["metadata"]["name"] == "report-oom").unwrap().clone();
+    pod["status"]["containerStatuses"][0]["lastState"]["terminated"] =
+        json!({"exitCode": 137, "reason": "Error", "finishedAt": "2026-11-29T06:35:48Z"});
+    let events: PodEvents = [json!({
+        "involvedObject": {"kind": "Pod", "namespace": "shop", "name": "report-oom", "fieldPath": "spec.containers{report}"},
+        "reason": "Unhealthy", "type": "Warning", "count": 9, "lastTimestamp": "2026-11-29T06:35:40Z",
+        "message": "Liveness probe failed: HTTP probe failed with statuscode: 500"
+    })]
+    .into_iter()
+    .collect();
+    let objects = ClusterObjects { troubled_pods: vec![pod], events, ..ClusterObjects::default() };
+    let line = &explained(&objects)["report-oom"];
+    assert!(
+        line.cause.starts_with("the liveness probe fails and the kubelet restarts it: Liveness probe failed"),
+        "{line:?}"
+    );
+    assert!(line.fix.contains("startupProbe"), "{line:?}");
+}
+
+#[test]
+fn init_containers_image_pulls_and_private_registries() {
+    let pod = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "etl-0", "namespace": "data"},
+        "spec": {"restartPolicy": "Always",
+                 "initContainers": [{"name": "fetch", "image": "ghcr.io/acme/fetch:2.0"}],
+                 "containers": [{"name": "etl", "image": "ghcr.io/acme/etl:2.0"}]},
+        "status": {"phase": "Pending",
+            "conditions": [{"type": "PodScheduled", "status": "True"},
+                           {"type": "Initialized", "status": "False", "reason": "ContainersNotInitialized"}],
+            "initContainerStatuses": [{"name": "fetch", "image": "ghcr.io/acme/fetch:2.0", "restartCount": 0, "ready": false,
+                "state": {"waiting": {"reason": "ImagePullBackOff",
+                    "message": "Back-off pulling image \"ghcr.io/acme/fetch:2.0\": ErrImagePull: failed to authorize: 401 Unauthorized"}}}],
+            "containerStatuses": [{"name": "etl", "restartCount": 0, "ready": false,
+                "state": {"waiting": {"reason": "PodInitializing"}}}]}
+    });
+    let objects = ClusterObjects { troubled_pods: vec![pod], ..ClusterObjects::default() };
+    let line = &explained(&objects)["etl-0"];
+    assert_eq!(line.status, "Init:ImagePullBackOff");
+    assert_eq!(line.container.as_deref(), Some("fetch"));
+    assert!(line.cause.contains("registry ghcr.io refused to pull ghcr.io/acme/fetch:2.0"), "{line:?}");
+    assert!(line.fix.contains("imagePullSecrets"), "{line:?}");
+}
+
+#[test]
+fn a_job_held_open_by_its_proxy_is_one_line_too_and_healthy_pods_are_not() {
+    let objects = ClusterObjects {
+        jobs: vec![active_job("payments", "db-migrate")],
+        pods: vec![
+            fixture("stuck-cloud-sql-proxy-pod.json"),
+            fixture("running-job-pod.json"),
+            fixture("completed-native-sidecar-pod.json"),
+        ],
+        ..ClusterObjects::default()
+    };
+    let report = build_report(&objects, &policy(), available(), vec![]);
+    assert_eq!(report.not_running.len(), 1, "{:#?}", report.not_running);
+    let line = &report.not_running[0];
+    assert_eq!(line.container.as_deref(), Some("cloud-sql-proxy"));
+    assert!(line.cause.starts_with("Job db-migrate held open by a sidecar: migrate (exit 0) finished"), "{line:?}");
+    assert!(line.fix.contains("native sidecar (initContainers, restartPolicy: Always)"), "{line:?}");
+    let table = render_table(&report, "2025-03-14T05:15:40Z".parse().unwrap());
+    assert!(table.contains("Not running (1 Pod): why, and what to do:"), "{table}");
+    assert!(table.contains("NAMESPACE  POD"), "{table}");
+    let json = serde_json::to_value(&report).unwrap();
+    assert_eq!(json["notRunning"][0]["pod"], "db-migrate-x7k2p");
+    assert_eq!(json["notRunning"][0]["status"], "Running");
 }

@@ -1,5 +1,6 @@
-//! What the rendered manifests must say: an opt-in, fail-open webhook; a hardened Deployment;
-//! read-only RBAC; valid Kubernetes objects.
+//! What the rendered manifests must say: an opt-in, fail-open mutating webhook and a warnings-only
+//! validating webhook for workloads; a hardened Deployment; read-only RBAC; valid Kubernetes
+//! objects.
 
 use std::collections::BTreeMap;
 
@@ -99,6 +100,40 @@ pub(super) fn assert_webhook_is_opt_in_and_fail_open(objects: &[Value]) {
     let target = container_port(podmedic_container(objects), &svc_port["targetPort"]);
     let listen = arg(podmedic_container(objects), "--listen").expect("--listen");
     assert!(listen.ends_with(&format!(":{target}")), "the webhook reaches --listen {listen}, not port {target}");
+}
+
+/// The validating webhook of workloads: the mutating webhook's opt-in and Service, `/warn`, the
+/// three apps kinds and nothing else (never Pods), fail open, sent only when the template changes.
+pub(super) fn assert_warnings_webhook_is_opt_in_and_fail_open(objects: &[Value]) {
+    let hook = warnings_webhook(objects);
+    let mutating = webhook(objects);
+    assert_eq!(hook["namespaceSelector"], mutating["namespaceSelector"], "the same opt-in as the mutating webhook");
+    assert!(hook.get("objectSelector").is_none_or(|s| s == &json!({})), "no objectSelector narrows the rules");
+    assert_eq!(
+        hook["rules"],
+        json!([{
+            "apiGroups": ["apps"], "apiVersions": ["v1"], "resources": ["deployments", "statefulsets", "daemonsets"],
+            "operations": ["CREATE", "UPDATE"], "scope": "Namespaced"
+        }]),
+        "Deployments, StatefulSets and DaemonSets only: Jobs and CronJobs are warned by /mutate, Pods never"
+    );
+    let conditions = hook["matchConditions"].as_array().expect("matchConditions");
+    assert_eq!(conditions.len(), 1);
+    let expression = conditions[0]["expression"].as_str().expect("expression").split_whitespace().collect::<Vec<_>>();
+    assert_eq!(
+        expression.join(" "),
+        "request.operation == 'CREATE' || object.spec.template != oldObject.spec.template",
+        "creations and template changes only"
+    );
+    assert_eq!(hook["failurePolicy"], "Ignore", "fail open: podmedic down must not block workloads");
+    assert_eq!(hook["sideEffects"], "None");
+    assert!((1..=5).contains(&hook["timeoutSeconds"].as_u64().expect("timeoutSeconds")), "a short timeout");
+    assert_eq!(hook["admissionReviewVersions"], json!(["v1"]));
+    assert_eq!(hook["matchPolicy"], "Equivalent");
+    let mut service = hook["clientConfig"]["service"].clone();
+    assert_eq!(service["path"], "/warn", "the warnings-only path");
+    service["path"] = mutating["clientConfig"]["service"]["path"].clone();
+    assert_eq!(service, mutating["clientConfig"]["service"], "the same Service and port as the mutating webhook");
 }
 
 pub(super) fn assert_deployment_is_hardened(objects: &[Value]) {
@@ -233,6 +268,7 @@ pub(super) fn assert_base(objects: &[Value]) {
     assert_valid_kubernetes_objects(objects);
     assert_eq!(find(objects, "Namespace", NAMESPACE)["kind"], "Namespace");
     assert_webhook_is_opt_in_and_fail_open(objects);
+    assert_warnings_webhook_is_opt_in_and_fail_open(objects);
     assert_deployment_is_hardened(objects);
     assert_rbac_is_read_only_on_nodes_and_namespaces(objects);
     let conditions: Vec<_> =
@@ -245,7 +281,7 @@ pub(super) fn assert_base(objects: &[Value]) {
 /// of the wrong type fails. cert-manager's kinds are not in k8s-openapi and are left out.
 pub(super) fn assert_valid_kubernetes_objects(objects: &[Value]) {
     use k8s_openapi::api::{
-        admissionregistration::v1::MutatingWebhookConfiguration,
+        admissionregistration::v1::{MutatingWebhookConfiguration, ValidatingWebhookConfiguration},
         apps::v1::Deployment,
         core::v1,
         policy::v1::PodDisruptionBudget,
@@ -273,6 +309,7 @@ pub(super) fn assert_valid_kubernetes_objects(objects: &[Value]) {
             "Deployment" => round_trip::<Deployment>(object),
             "PodDisruptionBudget" => round_trip::<PodDisruptionBudget>(object),
             "MutatingWebhookConfiguration" => round_trip::<MutatingWebhookConfiguration>(object),
+            "ValidatingWebhookConfiguration" => round_trip::<ValidatingWebhookConfiguration>(object),
             "Issuer" | "Certificate" => assert_eq!(object["apiVersion"], "cert-manager.io/v1"),
             other => panic!("no schema check for {other}: add one"),
         }

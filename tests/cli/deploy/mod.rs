@@ -1,12 +1,15 @@
-//! The manifests users apply from `deploy/`: the webhook configuration is an opt-in, fail-open
-//! webhook for Pods, Jobs and CronJobs; the Deployment is hardened; RBAC is read-only on Nodes and
-//! Namespaces; each overlay renders and adds a certificate.
+//! The manifests users apply from `deploy/`: the mutating webhook configuration is an opt-in,
+//! fail-open webhook for Pods, Jobs and CronJobs, the validating one sends Deployments,
+//! StatefulSets and DaemonSets to `/warn`; the Deployment is hardened; RBAC is read-only on Nodes
+//! and Namespaces; each overlay renders and adds a certificate to both; the components render
+//! (`warnings.rs` for the reference-checks component).
 //!
 //! The base is always checked by parsing its files directly. Where `kubectl` is on PATH, every
 //! kustomization is also rendered with `kubectl kustomize` and the same checks run on the output;
 //! without it, the overlays' patches are applied here with `json_patch` instead.
 
 mod checks;
+mod warnings;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -17,6 +20,8 @@ use serde_json::{Value, json};
 use checks::{assert_base, assert_deployment_is_hardened, assert_webhook_is_opt_in_and_fail_open};
 
 const NAMESPACE: &str = "podmedic-system";
+/// The ValidatingWebhookConfiguration of the warnings about workloads.
+const WARNINGS_CONFIGURATION: &str = "podmedic-workload-warnings";
 
 fn deploy_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy")
@@ -123,6 +128,13 @@ fn webhook(objects: &[Value]) -> &Value {
     &webhooks[0]
 }
 
+fn warnings_webhook(objects: &[Value]) -> &Value {
+    let config = find(objects, "ValidatingWebhookConfiguration", WARNINGS_CONFIGURATION);
+    let webhooks = config["webhooks"].as_array().expect("webhooks");
+    assert_eq!(webhooks.len(), 1, "one webhook, so that index 0 in the overlays' patches is podmedic's");
+    &webhooks[0]
+}
+
 fn pod_spec(objects: &[Value]) -> &Value {
     &find(objects, "Deployment", "podmedic")["spec"]["template"]["spec"]
 }
@@ -196,10 +208,15 @@ fn apply_json_patch(target: &mut Value, patch: &Value) {
 
 /// The inline RFC 6902 patch of a kustomization that targets the webhook configuration.
 fn inline_webhook_patch(kustomization: &Value) -> Value {
+    inline_patch_of(kustomization, "MutatingWebhookConfiguration")
+}
+
+/// The inline patch the kustomization applies to objects of `kind`.
+fn inline_patch_of(kustomization: &Value, kind: &str) -> Value {
     let patch = kustomization["patches"]
         .as_array()
-        .and_then(|p| p.iter().find(|p| p["target"]["kind"] == "MutatingWebhookConfiguration"))
-        .expect("a patch of the MutatingWebhookConfiguration");
+        .and_then(|p| p.iter().find(|p| p["target"]["kind"] == kind))
+        .unwrap_or_else(|| panic!("a patch of the {kind}"));
     parse_docs(patch["patch"].as_str().expect("inline patch"), "inline patch").remove(0)
 }
 
@@ -222,8 +239,15 @@ fn kubectl_kustomize_renders_deploy_to_exactly_the_base_files() {
 }
 
 #[test]
-fn every_field_of_the_webhook_says_why_it_has_its_value() {
-    let path = deploy_dir().join("base/mutatingwebhookconfiguration.yaml");
+fn every_field_of_the_webhooks_says_why_it_has_its_value() {
+    let objects = base_objects();
+    assert_every_field_commented("base/mutatingwebhookconfiguration.yaml", webhook(&objects));
+    assert_every_field_commented("base/validatingwebhookconfiguration-workloads.yaml", warnings_webhook(&objects));
+}
+
+/// Each field of the one webhook of the configuration in `file` is preceded by a comment.
+fn assert_every_field_commented(file: &str, hook: &Value) {
+    let path = deploy_dir().join(file);
     let text = std::fs::read_to_string(&path).expect("webhook configuration");
     let lines: Vec<&str> = text.lines().collect();
     let start = lines.iter().position(|l| *l == "webhooks:").expect("a webhooks: list");
@@ -238,9 +262,8 @@ fn every_field_of_the_webhook_says_why_it_has_its_value() {
         assert!(previous.starts_with('#'), "{}:{}: `{}` has no comment saying why", path.display(), i + 1, line.trim());
         commented.insert(key.to_owned());
     }
-    let hook = webhook(&base_objects()).as_object().expect("webhook").clone();
-    let fields: BTreeSet<String> = hook.keys().cloned().collect();
-    assert_eq!(commented, fields, "every field the webhook sets, and only those, is found with its comment");
+    let fields: BTreeSet<String> = hook.as_object().expect("webhook").keys().cloned().collect();
+    assert_eq!(commented, fields, "{file}: every field the webhook sets, and only those, is found with its comment");
 }
 
 #[test]
@@ -313,9 +336,13 @@ fn the_cert_manager_overlay_issues_the_serving_certificate_from_a_ca_and_injects
         assert!(hours(&ca["spec"]["renewBefore"]) > serving_renewal_interval, "the CA renews too late");
         assert_eq!(ca["spec"]["privateKey"]["rotationPolicy"], "Never", "a renewed CA verifies older certificates");
 
-        let config = find(objects, "MutatingWebhookConfiguration", "podmedic");
         let inject = format!("{NAMESPACE}/podmedic-serving");
-        assert_eq!(config["metadata"]["annotations"]["cert-manager.io/inject-ca-from"], inject.as_str());
+        for (kind, name) in
+            [("MutatingWebhookConfiguration", "podmedic"), ("ValidatingWebhookConfiguration", WARNINGS_CONFIGURATION)]
+        {
+            let config = find(objects, kind, name);
+            assert_eq!(config["metadata"]["annotations"]["cert-manager.io/inject-ca-from"], inject.as_str(), "{kind}");
+        }
     };
 
     // Without kubectl: the overlay's files and its annotation patch.
@@ -325,9 +352,11 @@ fn the_cert_manager_overlay_issues_the_serving_certificate_from_a_ca_and_injects
     for resource in strings(&kustomization["resources"]).into_iter().filter(|r| !r.starts_with("..")) {
         objects.extend(read_yaml(&overlay.join(resource)));
     }
-    let patch = inline_webhook_patch(&kustomization);
-    let config = objects.iter_mut().find(|o| o["kind"] == "MutatingWebhookConfiguration").expect("webhook");
-    json_patch::merge(config, &patch);
+    for kind in ["MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"] {
+        let patch = inline_patch_of(&kustomization, kind);
+        let config = objects.iter_mut().find(|o| o["kind"] == kind).expect("webhook");
+        json_patch::merge(config, &patch);
+    }
     check(&objects);
     assert_base(&objects);
 
@@ -348,9 +377,10 @@ fn the_self_managed_overlay_uses_the_files_podmedic_certs_writes() {
 
     let check = |objects: &[Value]| {
         assert_base(objects);
-        let hook = webhook(objects);
-        assert_eq!(hook["clientConfig"]["caBundle"], ca_bundle, "the webhook trusts the generated CA");
-        assert_eq!(hook["clientConfig"]["service"]["path"], "/mutate", "the patch added, it did not replace");
+        for (hook, path) in [(webhook(objects), "/mutate"), (warnings_webhook(objects), "/warn")] {
+            assert_eq!(hook["clientConfig"]["caBundle"], ca_bundle, "the webhook trusts the generated CA");
+            assert_eq!(hook["clientConfig"]["service"]["path"], path, "the patch added, it did not replace");
+        }
         let secret = find(objects, "Secret", "podmedic-tls");
         assert_eq!(secret["metadata"]["namespace"], NAMESPACE);
         assert_eq!(secret["type"], "kubernetes.io/tls");
@@ -364,11 +394,14 @@ fn the_self_managed_overlay_uses_the_files_podmedic_certs_writes() {
     for resource in strings(&kustomization["resources"]).into_iter().filter(|r| !r.starts_with("..")) {
         objects.extend(read_yaml(&overlay.join(resource)));
     }
-    let patch_path = kustomization["patches"][0]["path"].as_str().expect("patch path");
-    assert_eq!(kustomization["patches"][0]["target"]["kind"], "MutatingWebhookConfiguration");
-    let patch = read_yaml(&overlay.join(patch_path)).remove(0);
-    let config = objects.iter_mut().find(|o| o["kind"] == "MutatingWebhookConfiguration").expect("webhook");
-    apply_json_patch(config, &patch);
+    let patches = kustomization["patches"].as_array().expect("patches");
+    let targets: Vec<&Value> = patches.iter().map(|p| &p["target"]["kind"]).collect();
+    assert_eq!(targets, ["MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"]);
+    for patch in patches {
+        let file = read_yaml(&overlay.join(patch["path"].as_str().expect("patch path"))).remove(0);
+        let config = objects.iter_mut().find(|o| o["kind"] == patch["target"]["kind"]).expect("webhook");
+        apply_json_patch(config, &file);
+    }
     check(&objects);
 
     if let Some(rendered) = kustomize(&overlay) {

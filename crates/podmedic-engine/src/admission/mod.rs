@@ -28,6 +28,7 @@ use std::sync::Arc;
 use serde_json::value::RawValue;
 
 use crate::annotations::NamespaceSettings;
+use crate::cluster::{ClusterView, NamespaceObjects, NodeFacts};
 use crate::kubernetes::NativeSidecars;
 use crate::mutation::{ChangeKind, Context, MutateError, Mutation};
 use crate::object::Object;
@@ -70,6 +71,31 @@ impl CapabilitySource for FixedCapability {
     }
 }
 
+/// Every Node the checks may look at.
+pub type NodeList = Arc<Vec<Arc<NodeFacts>>>;
+
+/// What podmedic knows about the cluster's Nodes and the objects of watched namespaces (kept
+/// current by watches in a cluster; read from memory on the admission path).
+pub trait ClusterSource: Send + Sync {
+    /// Every Node, once the first full list is in.
+    fn nodes(&self) -> Option<NodeList>;
+    /// The objects of `namespace`, when it is watched and has been listed.
+    fn objects(&self, namespace: &str) -> Option<Arc<dyn NamespaceObjects + Send + Sync>>;
+}
+
+/// Nothing known about the cluster: the checks that need it say nothing.
+#[derive(Debug, Default)]
+pub struct NoCluster;
+
+impl ClusterSource for NoCluster {
+    fn nodes(&self) -> Option<NodeList> {
+        None
+    }
+    fn objects(&self, _namespace: &str) -> Option<Arc<dyn NamespaceObjects + Send + Sync>> {
+        None
+    }
+}
+
 /// What the admission handler needs besides the request.
 #[derive(Clone)]
 pub struct Environment {
@@ -79,6 +105,9 @@ pub struct Environment {
     pub capability: Arc<dyn CapabilitySource>,
     /// Namespace settings.
     pub namespaces: Arc<dyn NamespaceLookup>,
+    /// Nodes and namespace objects, for the checks of Deployments, StatefulSets, DaemonSets, Jobs
+    /// and CronJobs.
+    pub cluster: Arc<dyn ClusterSource>,
 }
 
 impl Environment {
@@ -88,6 +117,7 @@ impl Environment {
             policy,
             capability: Arc::new(FixedCapability(Arc::new(NativeSidecars::Available))),
             namespaces: Arc::new(NoNamespaceSettings),
+            cluster: Arc::new(NoCluster),
         }
     }
 }
@@ -142,27 +172,58 @@ pub struct Admission {
     pub skip_reason: Option<(&'static str, String)>,
 }
 
-/// Decodes an AdmissionReview, runs the engine where podmedic acts, and encodes the response.
+/// How a request is answered: which webhook path it came in on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Answer {
+    /// `/mutate`: Pods, Jobs and CronJobs get a patch and warnings.
+    Mutate,
+    /// `/warn`: pod templates (Deployments, StatefulSets, DaemonSets, Jobs, CronJobs) get warnings
+    /// only, never a patch.
+    Warn,
+}
+
+/// Decodes an AdmissionReview, runs the engine where podmedic acts, and encodes the response
+/// (the mutating webhook, `/mutate`).
 pub fn admit(body: &[u8], env: &Environment) -> Result<Admission, ReviewError> {
+    admit_as(body, env, Answer::Mutate)
+}
+
+/// Decodes an AdmissionReview of a workload that holds a pod template and answers it with
+/// warnings only, never a patch (the validating webhook, `/warn`): what podmedic found that will
+/// keep its Pods from starting, and the warnings `/mutate` gives.
+pub fn admit_warnings(body: &[u8], env: &Environment) -> Result<Admission, ReviewError> {
+    admit_as(body, env, Answer::Warn)
+}
+
+fn admit_as(body: &[u8], env: &Environment, how: Answer) -> Result<Admission, ReviewError> {
     // One pass over the body. A panic while decoding falls back to the slow path too, whose engine
     // call is guarded (fail open).
     let fast = std::panic::catch_unwind(|| serde_json::from_slice::<ReviewEnvelope<'_, Object<'_>>>(body));
     if let Ok(Ok(envelope)) = fast {
-        return answer(envelope, env);
+        return answer(envelope, env, how);
     }
     let envelope: ReviewEnvelope<'_, &RawValue> = serde_json::from_slice(body).map_err(|e| decode_error(body, e))?;
-    answer(envelope, env)
+    answer(envelope, env, how)
 }
 
 /// Checks the envelope, runs the engine where podmedic acts, and encodes the response.
-fn answer<O: ReceivedObject>(envelope: ReviewEnvelope<'_, O>, env: &Environment) -> Result<Admission, ReviewError> {
+fn answer<O: ReceivedObject>(
+    envelope: ReviewEnvelope<'_, O>,
+    env: &Environment,
+    how: Answer,
+) -> Result<Admission, ReviewError> {
     let api_version = envelope.api_version.as_deref().unwrap_or_default();
     let kind = envelope.kind.as_deref().unwrap_or_default();
     if api_version != API_VERSION || kind != KIND {
         return Err(ReviewError::WrongType { api_version: api_version.to_owned(), kind: kind.to_owned() });
     }
     let mut request = envelope.request.ok_or(ReviewError::MissingRequest)?;
-    let acts = acts_on(&request);
+    let acts = match how {
+        Answer::Mutate => acts_on(&request),
+        Answer::Warn => warns_on(&request),
+    };
+    // Only pod templates are checked against the cluster: Pods never read it.
+    let templates = holds_template(&request);
     let mut admission = Admission {
         body: Vec::new(),
         name: request.display_name(),
@@ -183,8 +244,16 @@ fn answer<O: ReceivedObject>(envelope: ReviewEnvelope<'_, O>, env: &Environment)
         let namespace = request.namespace.as_deref().and_then(|ns| env.namespaces.settings(ns));
         if !namespace.as_deref().is_some_and(|n| n.opted_out) {
             let capability = env.capability.native_sidecars();
-            let ctx = Context { policy: &env.policy, native_sidecars: &capability, namespace: namespace.as_deref() };
-            respond(&mut response, &object, &ctx, request.dry_run, &mut admission)?;
+            let nodes = if templates { env.cluster.nodes() } else { None };
+            let objects = request.namespace.as_deref().filter(|_| templates).and_then(|ns| env.cluster.objects(ns));
+            let cluster = ClusterView {
+                nodes: nodes.as_deref().map(Vec::as_slice),
+                objects: objects.as_deref().map(|o| o as &dyn NamespaceObjects),
+            };
+            let ctx =
+                Context { policy: &env.policy, native_sidecars: &capability, namespace: namespace.as_deref(), cluster };
+            let dry_run = request.dry_run;
+            respond(&mut response, &object, &ctx, dry_run, how, &mut admission)?;
         }
     }
 
@@ -198,6 +267,7 @@ fn respond(
     object: &impl ReceivedObject,
     ctx: &Context<'_>,
     dry_run: bool,
+    how: Answer,
     admission: &mut Admission,
 ) -> Result<(), ReviewError> {
     let mutation = match guarded_mutate(object, ctx) {
@@ -212,7 +282,10 @@ fn respond(
         }
     };
     let mut warnings = mutation.warnings;
-    if dry_run {
+    if how == Answer::Warn {
+        // Warnings only: whatever the engine would change is `/mutate`'s business.
+        admission.outcome = Outcome::Unchanged;
+    } else if dry_run {
         // A dry run is answered unchanged; say what a real request would get.
         if !mutation.changes.is_empty() {
             let summary: Vec<String> = mutation.changes.iter().map(ToString::to_string).collect();
@@ -256,6 +329,25 @@ impl SkipReason {
             SkipReason::Panic => "engine_panic",
         }
     }
+}
+
+/// Which requests `/warn` answers: CREATE and UPDATE of the workloads that hold a pod template
+/// people write (Deployments, StatefulSets, DaemonSets, Jobs, CronJobs). Subresources (scale,
+/// status) never.
+fn warns_on<O>(req: &RequestEnvelope<O>) -> bool {
+    if req.sub_resource.as_deref().is_some_and(|s| !s.is_empty()) {
+        return false;
+    }
+    matches!(req.operation, Operation::Create | Operation::Update) && holds_template(req)
+}
+
+/// Whether the request's object is a workload with a pod template the checks look at.
+fn holds_template<O>(req: &RequestEnvelope<O>) -> bool {
+    let gvk = &req.kind;
+    matches!(
+        (gvk.group.as_str(), gvk.version.as_str(), gvk.kind.as_str()),
+        ("apps", "v1", "Deployment" | "StatefulSet" | "DaemonSet") | ("batch", "v1", "Job" | "CronJob")
+    )
 }
 
 /// Which requests podmedic mutates: CREATE of Pods, Jobs and CronJobs, UPDATE of CronJobs.

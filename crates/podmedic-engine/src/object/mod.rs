@@ -13,9 +13,15 @@ use serde::Deserialize;
 use crate::mutation::MutateError;
 
 mod decode;
+mod placement;
+mod probe;
+mod references;
 
 pub use decode::{StrMap, Text};
 use decode::{object, objects, podmedic_annotations, present};
+pub use placement::{Affinity, NodeAffinity, NodeSelector, NodeSelectorTerm, SelectorRequirement, Toleration};
+pub use probe::{ExecAction, GrpcAction, HttpGetAction, PortRef, Probe, TcpSocketAction};
+pub use references::{EnvFromSource, EnvVarSource, Projected, Projection, Reference, Volume};
 
 /// Any Kubernetes object podmedic may look at.
 #[derive(Debug, Default, Deserialize)]
@@ -141,6 +147,48 @@ pub struct Spec<'a> {
     /// JobSpec: the pod failure policy.
     #[serde(default, deserialize_with = "object")]
     pub pod_failure_policy: Option<PodFailurePolicy>,
+    /// PodSpec: node labels the Pod requires (every pair must match).
+    #[serde(default, borrow)]
+    pub node_selector: Option<StrMap<'a>>,
+    /// PodSpec: affinity (node affinity is read).
+    #[serde(default, borrow, deserialize_with = "object")]
+    pub affinity: Option<Affinity<'a>>,
+    /// PodSpec: tolerations.
+    #[serde(default, borrow, deserialize_with = "objects")]
+    pub tolerations: Option<Vec<Toleration<'a>>>,
+    /// PodSpec: the runtime's overhead per Pod (normally set at Pod creation from a RuntimeClass).
+    #[serde(default, borrow)]
+    pub overhead: Option<StrMap<'a>>,
+    /// PodSpec: the host's network namespace.
+    #[serde(default)]
+    pub host_network: Option<bool>,
+    /// PodSpec: a node chosen by hand (the scheduler is bypassed).
+    #[serde(default, borrow)]
+    pub node_name: Option<Text<'a>>,
+    /// PodSpec: the scheduler that places the Pod (`default-scheduler` when empty).
+    #[serde(default, borrow)]
+    pub scheduler_name: Option<Text<'a>>,
+    /// PodSpec: the ServiceAccount the Pod runs as.
+    #[serde(default, borrow)]
+    pub service_account_name: Option<Text<'a>>,
+    /// PodSpec: the deprecated alias of `serviceAccountName`.
+    #[serde(default, borrow, rename = "serviceAccount")]
+    pub deprecated_service_account: Option<Text<'a>>,
+    /// PodSpec: volumes (those that name another object are read).
+    #[serde(default, borrow, deserialize_with = "objects")]
+    pub volumes: Option<Vec<Volume<'a>>>,
+}
+
+impl Spec<'_> {
+    /// The pod spec's tolerations.
+    pub fn tolerations(&self) -> &[Toleration<'_>] {
+        self.tolerations.as_deref().unwrap_or_default()
+    }
+
+    /// The pod spec's volumes.
+    pub fn volumes(&self) -> &[Volume<'_>] {
+        self.volumes.as_deref().unwrap_or_default()
+    }
 }
 
 /// A pod template or job template: metadata and a spec.
@@ -210,21 +258,24 @@ pub struct Container<'a> {
     /// Environment variables.
     #[serde(default, borrow, deserialize_with = "objects")]
     pub env: Option<Vec<EnvVar<'a>>>,
+    /// Environment variables from every key of a ConfigMap or Secret.
+    #[serde(default, borrow, deserialize_with = "objects")]
+    pub env_from: Option<Vec<EnvFromSource<'a>>>,
     /// Declared ports.
     #[serde(default, deserialize_with = "objects")]
     pub ports: Option<Vec<ContainerPort<'a>>>,
     /// Resource requests and limits.
     #[serde(default, borrow, deserialize_with = "object")]
     pub resources: Option<Resources<'a>>,
-    /// Whether a startup probe is set.
-    #[serde(default, deserialize_with = "present")]
-    pub startup_probe: bool,
-    /// Whether a readiness probe is set.
-    #[serde(default, deserialize_with = "present")]
-    pub readiness_probe: bool,
-    /// Whether a liveness probe is set.
-    #[serde(default, deserialize_with = "present")]
-    pub liveness_probe: bool,
+    /// The startup probe.
+    #[serde(default, borrow, deserialize_with = "object")]
+    pub startup_probe: Option<Probe<'a>>,
+    /// The readiness probe.
+    #[serde(default, borrow, deserialize_with = "object")]
+    pub readiness_probe: Option<Probe<'a>>,
+    /// The liveness probe.
+    #[serde(default, borrow, deserialize_with = "object")]
+    pub liveness_probe: Option<Probe<'a>>,
     /// The container-level restart policy (`Always` makes an init container a native sidecar).
     #[serde(default, borrow)]
     pub restart_policy: Option<Text<'a>>,
@@ -251,7 +302,12 @@ impl<'a> Container<'a> {
 
     /// Whether any probe is set.
     pub fn has_any_probe(&self) -> bool {
-        self.startup_probe || self.readiness_probe || self.liveness_probe
+        self.startup_probe.is_some() || self.readiness_probe.is_some() || self.liveness_probe.is_some()
+    }
+
+    /// The container's `envFrom` sources.
+    pub fn env_from(&self) -> &[EnvFromSource<'a>] {
+        self.env_from.as_deref().unwrap_or_default()
     }
 
     /// The script a container runs through a shell (`sh -c SCRIPT`, `bash -ec SCRIPT`, with the
@@ -285,9 +341,9 @@ pub struct EnvVar<'a> {
     /// A literal value.
     #[serde(default, borrow)]
     pub value: Option<Text<'a>>,
-    /// Whether the value comes from a reference (secret, config map, field).
-    #[serde(default, deserialize_with = "present")]
-    pub value_from: bool,
+    /// Where the value comes from instead (a Secret, a ConfigMap, a field, a resource).
+    #[serde(default, borrow, deserialize_with = "object")]
+    pub value_from: Option<EnvVarSource<'a>>,
 }
 
 impl fmt::Debug for EnvVar<'_> {

@@ -22,8 +22,8 @@ fn reads_only_what_it_needs_and_borrows() {
     assert!(matches!(c.name.0, Cow::Borrowed(_)));
     assert!(matches!(meta.labels.as_ref().unwrap().0[0].0.0, Cow::Borrowed(_)));
     assert_eq!(c.resources.as_ref().unwrap().requests.as_ref().unwrap().get("cpu"), Some("1"));
-    assert!(!c.startup_probe);
-    assert!(c.readiness_probe);
+    assert!(c.startup_probe.is_none());
+    assert!(c.readiness_probe.is_some());
 }
 
 #[test]

@@ -227,6 +227,35 @@ pub struct WarningsFile {
     /// Warn about shell entrypoints whose last command is backgrounded.
     #[serde(default)]
     pub backgrounded_entrypoint: Option<bool>,
+    /// Warn when the Pod's effective request fits no node (`node-fit`).
+    #[serde(default)]
+    pub node_fit: Option<bool>,
+    /// Warn when `nodeSelector` or required node affinity matches no node (`node-selector`).
+    #[serde(default)]
+    pub node_selector: Option<bool>,
+    /// Warn when every node the selector allows has a taint the Pod does not tolerate (`node-taints`).
+    #[serde(default)]
+    pub node_taints: Option<bool>,
+    /// Warn about ConfigMaps, Secrets, PersistentVolumeClaims and ServiceAccounts not seen yet
+    /// (`references`; needs `podmedic serve --watch-references`).
+    #[serde(default)]
+    pub references: Option<bool>,
+    /// Warn about a liveness probe identical to the readiness probe (`probe-identical`).
+    #[serde(default)]
+    pub probe_identical: Option<bool>,
+    /// Warn about a liveness probe with no startup probe that gives up sooner than
+    /// `minLivenessWindowSeconds` (`probe-window`).
+    #[serde(default)]
+    pub probe_window: Option<bool>,
+    /// Warn about a probe on a port name the container does not declare (`probe-port`).
+    #[serde(default)]
+    pub probe_port: Option<bool>,
+    /// Nodes are added on demand (cluster autoscaler, Karpenter): say "no current node".
+    #[serde(default)]
+    pub node_autoscaling: Option<bool>,
+    /// The `probe-window` threshold in seconds (default 30).
+    #[serde(default)]
+    pub min_liveness_window_seconds: Option<u32>,
 }
 
 pub(super) fn parse_file(yaml: &str, origin: &str) -> Result<PolicyFile, PolicyError> {
@@ -288,9 +317,24 @@ pub(super) fn merge(mut base: PolicyFile, user: PolicyFile, origin: &str) -> Res
     }
     if let Some(user_w) = user.warnings {
         let b = base.warnings.get_or_insert_with(Default::default);
-        b.latest_tag = user_w.latest_tag.or(b.latest_tag);
-        b.missing_requests = user_w.missing_requests.or(b.missing_requests);
-        b.backgrounded_entrypoint = user_w.backgrounded_entrypoint.or(b.backgrounded_entrypoint);
+        // Every field: the user's value where given, else the built-in one.
+        macro_rules! over {
+            ($($field:ident),*) => { $(b.$field = user_w.$field.or(b.$field);)* };
+        }
+        over!(
+            latest_tag,
+            missing_requests,
+            backgrounded_entrypoint,
+            node_fit,
+            node_selector,
+            node_taints,
+            references,
+            probe_identical,
+            probe_window,
+            probe_port,
+            node_autoscaling,
+            min_liveness_window_seconds
+        );
     }
     Ok(base)
 }

@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
+use crate::checks::{CheckId, CheckSet};
 use crate::kubernetes::{ImageRef, Quantity};
 
 mod error;
@@ -83,7 +84,22 @@ pub struct WarningSwitches {
     pub missing_requests: bool,
     /// Backgrounded last command in a shell entrypoint.
     pub backgrounded_entrypoint: bool,
+    /// The checks that warn about Pods that will not start, switched off in the policy.
+    pub disabled_checks: CheckSet,
+    /// Nodes may be added on demand (a cluster autoscaler, Karpenter): the checks say "no current
+    /// node" rather than "no node".
+    pub node_autoscaling: bool,
+    /// A liveness probe without a startup probe that fails a container sooner than this after it
+    /// starts is warned about (`probe-window`).
+    pub min_liveness_window_seconds: u32,
 }
+
+/// Default of `warnings.minLivenessWindowSeconds`: the window of a liveness probe with every timing
+/// field at its API default (0 + 10 × 3 s), so a defaulted probe is never flagged.
+pub const DEFAULT_MIN_LIVENESS_WINDOW_SECONDS: u32 = 30;
+
+/// Largest `warnings.minLivenessWindowSeconds` accepted (one hour).
+const MAX_LIVENESS_WINDOW_SECONDS: u32 = 3600;
 
 /// The effective, validated policy the engine uses.
 #[derive(Clone, Debug)]
@@ -199,6 +215,23 @@ fn resolve(file: PolicyFile, origin: &str) -> Result<Policy, PolicyError> {
     }
     let lr = file.long_running_pods.unwrap_or_default();
     let w = file.warnings.unwrap_or_default();
+    let min_liveness_window_seconds = w.min_liveness_window_seconds.unwrap_or(DEFAULT_MIN_LIVENESS_WINDOW_SECONDS);
+    if !(1..=MAX_LIVENESS_WINDOW_SECONDS).contains(&min_liveness_window_seconds) {
+        return Err(invalid(
+            "warnings.minLivenessWindowSeconds".into(),
+            format!("must be 1-{MAX_LIVENESS_WINDOW_SECONDS}, not {min_liveness_window_seconds}"),
+        ));
+    }
+    let switched_on = |check: CheckId| match check {
+        CheckId::NodeFit => w.node_fit,
+        CheckId::NodeSelector => w.node_selector,
+        CheckId::NodeTaints => w.node_taints,
+        CheckId::References => w.references,
+        CheckId::ProbeIdentical => w.probe_identical,
+        CheckId::ProbeWindow => w.probe_window,
+        CheckId::ProbePort => w.probe_port,
+    };
+    let disabled_checks: CheckSet = CheckId::ALL.into_iter().filter(|c| switched_on(*c) == Some(false)).collect();
     Ok(Policy {
         sidecars: file.catalogue.sidecars,
         self_managed_workloads: file.self_managed_workloads,
@@ -210,6 +243,9 @@ fn resolve(file: PolicyFile, origin: &str) -> Result<Policy, PolicyError> {
             latest_tag: w.latest_tag.unwrap_or(true),
             missing_requests: w.missing_requests.unwrap_or(true),
             backgrounded_entrypoint: w.backgrounded_entrypoint.unwrap_or(true),
+            disabled_checks,
+            node_autoscaling: w.node_autoscaling.unwrap_or(false),
+            min_liveness_window_seconds,
         },
         compiled,
     })

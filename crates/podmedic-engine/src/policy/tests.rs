@@ -51,6 +51,23 @@ fn user_files_add_override_and_disable_entries() {
 }
 
 #[test]
+fn the_checks_are_on_by_default_and_each_can_be_switched_off() {
+    let builtin = Policy::builtin().warnings;
+    assert!(builtin.disabled_checks.is_empty());
+    assert!(!builtin.node_autoscaling);
+    assert_eq!(builtin.min_liveness_window_seconds, 30);
+    let p = Policy::builtin_with(
+        &format!("{HEADER}warnings: {{references: false, probeWindow: false, nodeAutoscaling: true, minLivenessWindowSeconds: 60}}\n"),
+        "policy.yaml",
+    )
+    .unwrap();
+    let w = p.warnings;
+    assert_eq!(w.disabled_checks, [CheckId::References, CheckId::ProbeWindow].into_iter().collect());
+    assert!(w.node_autoscaling && w.latest_tag, "fields not given keep the built-in value");
+    assert_eq!(w.min_liveness_window_seconds, 60);
+}
+
+#[test]
 fn errors_name_the_file_and_the_field() {
     let cases = [
         ("catalogue:\n  sidecars:\n  - name: x\n    imagez: [a]\n", "catalogue.sidecars[0]"),
@@ -62,6 +79,10 @@ fn errors_name_the_file_and_the_field() {
         ("defaultRequests: {enabled: true, containers: {cpu: lots}}\n", "defaultRequests.containers.cpu"),
         ("longRunningPods: {readinessProbes: maybe}\n", "longRunningPods.readinessProbes"),
         ("selfManagedWorkloads:\n- name: empty\n", "selfManagedWorkloads[0]"),
+        ("warnings: {nodeFitt: false}\n", "warnings"),
+        ("warnings: {minLivenessWindowSeconds: 0}\n", "warnings.minLivenessWindowSeconds"),
+        ("warnings: {minLivenessWindowSeconds: 86400}\n", "warnings.minLivenessWindowSeconds"),
+        ("warnings: {nodeAutoscaling: sometimes}\n", "warnings.nodeAutoscaling"),
     ];
     for (body, field) in cases {
         let e = err(body);

@@ -55,6 +55,7 @@ static NAMESPACE: LazyLock<NamespaceSettings> = LazyLock::new(|| NamespaceSettin
     default_sidecar_requests: Some(ResourceDefaults::parse_annotation("cpu=10m").unwrap()),
     readiness_probes: Some(true),
     liveness_probes: Some(false),
+    ..NamespaceSettings::default()
 });
 
 fn context(opt_in: bool, native: bool) -> Context<'static> {
@@ -62,6 +63,7 @@ fn context(opt_in: bool, native: bool) -> Context<'static> {
         policy: if opt_in { &OPT_IN } else { &BUILTIN },
         native_sidecars: if native { &AVAILABLE } else { &UNAVAILABLE },
         namespace: None,
+        cluster: Default::default(),
     }
 }
 
