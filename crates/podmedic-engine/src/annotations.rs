@@ -19,8 +19,12 @@ pub const PREFIX: &str = key!("");
 pub const ENABLED_LABEL: &str = key!("enabled");
 /// Annotation that turns podmedic off for one object or pod template.
 pub const SKIP_ANNOTATION: &str = key!("skip");
-/// Annotation naming the containers that are long-running sidecars (comma separated).
+/// Annotation naming containers that are long-running sidecars (comma separated), in addition to
+/// the ones the catalogue recognises.
 pub const SIDECARS_ANNOTATION: &str = key!("sidecars");
+/// Annotation naming containers that stay regular containers (comma separated), even when the
+/// catalogue knows their image or [`SIDECARS_ANNOTATION`] names them too.
+pub const NOT_SIDECARS_ANNOTATION: &str = key!("not-sidecars");
 /// Annotation that places moved sidecars before the regular init containers (`first`).
 pub const SIDECAR_POSITION_ANNOTATION: &str = key!("sidecar-position");
 /// Annotation on which podmedic records what it changed.
@@ -110,7 +114,7 @@ pub fn namespace_settings(annotations: &BTreeMap<String, String>) -> (NamespaceS
 /// Annotations that belong on workloads, which a namespace may carry without it being a mistake
 /// (for example copied by a tool that annotates everything).
 fn is_object_annotation(key: &str) -> bool {
-    matches!(key, SIDECARS_ANNOTATION | SIDECAR_POSITION_ANNOTATION | CHANGES_ANNOTATION)
+    matches!(key, SIDECARS_ANNOTATION | NOT_SIDECARS_ANNOTATION | SIDECAR_POSITION_ANNOTATION | CHANGES_ANNOTATION)
 }
 
 /// `none`, `readiness`, `readiness,liveness` (any order) into (readiness, liveness).
@@ -147,6 +151,7 @@ mod tests {
         }
         assert_eq!(PREFIX, "podmedic.io/");
         assert_eq!(SIDECARS_ANNOTATION, "podmedic.io/sidecars");
+        assert_eq!(NOT_SIDECARS_ANNOTATION, "podmedic.io/not-sidecars");
         assert!(!is_podmedic_key("podmedic.iox/skip"));
     }
 

@@ -1,11 +1,14 @@
 //! Which containers are long-running sidecars, and how they move into `initContainers`.
 //!
 //! Order of the rules: `podmedic.io/skip` (in [`crate::plan`]), then workloads that manage their own
-//! containers, then the `podmedic.io/sidecars` annotation, then the catalogue.
+//! containers; then the sidecars are what the catalogue recognises plus what `podmedic.io/sidecars`
+//! names, less what `podmedic.io/not-sidecars` names and the policy's `neverMove` containers.
+
+use std::collections::BTreeSet;
 
 use serde_json::Value;
 
-use crate::annotations::{SIDECAR_POSITION_ANNOTATION, SIDECARS_ANNOTATION};
+use crate::annotations::{NOT_SIDECARS_ANNOTATION, SIDECAR_POSITION_ANNOTATION, SIDECARS_ANNOTATION};
 use crate::kubernetes::ImageRef;
 use crate::mutation::{Change, ChangeKind, Context};
 use crate::object::Container;
@@ -48,7 +51,14 @@ pub(crate) fn profile_for<'p>(policy: &'p Policy, container: &Container<'_>) -> 
     policy.sidecar_for(&container.name, image.as_ref(), &|word| argv_has_word(container, word))
 }
 
-/// Chooses the sidecars of a run-to-completion pod.
+/// The names listed in a comma-separated annotation, trimmed, without empty entries.
+fn listed_names(value: Option<&str>) -> BTreeSet<&str> {
+    value.into_iter().flat_map(|v| v.split(',')).map(str::trim).filter(|n| !n.is_empty()).collect()
+}
+
+/// Chooses the sidecars of a run-to-completion pod: what the catalogue recognises plus what
+/// `podmedic.io/sidecars` names, less what `podmedic.io/not-sidecars` names and the policy's
+/// `neverMove` containers.
 pub(crate) fn select<'v>(
     target: &PodTarget<'v>,
     ctx: &Context<'v>,
@@ -57,25 +67,48 @@ pub(crate) fn select<'v>(
 ) -> Selection<'v> {
     let containers = target.containers();
     let policy = ctx.policy;
-    let mut candidates: Vec<(usize, Option<&'v SidecarProfile>)> = Vec::new();
+    let named_sidecars = listed_names(target.annotation(SIDECARS_ANNOTATION));
+    let named_regular = listed_names(target.annotation(NOT_SIDECARS_ANNOTATION));
+    let is_container = |name: &str| containers.iter().any(|c| c.name.as_str() == name);
+    for name in &named_sidecars {
+        // A sidecar podmedic moved earlier is a native sidecar now: no warning when it runs again.
+        if !is_container(name)
+            && !target.init_containers().iter().any(|c| c.name.as_str() == *name && c.is_restartable())
+        {
+            warnings.push(format!("{SIDECARS_ANNOTATION} names \"{name}\", which is not a container of this Pod"));
+        }
+    }
+    for name in &named_regular {
+        if !is_container(name) && !target.init_containers().iter().any(|c| c.name.as_str() == *name) {
+            warnings.push(format!("{NOT_SIDECARS_ANNOTATION} names \"{name}\", which is not a container of this Pod"));
+        }
+    }
 
-    if let Some(list) = target.annotation(SIDECARS_ANNOTATION) {
-        for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-            if let Some(i) = containers.iter().position(|c| c.name.as_str() == name) {
-                if !candidates.iter().any(|(j, _)| *j == i) {
-                    candidates.push((i, profile_for(policy, &containers[i])));
-                }
-            } else if !target.init_containers().iter().any(|c| c.name.as_str() == name && c.is_restartable()) {
-                warnings.push(format!("{SIDECARS_ANNOTATION} names \"{name}\", which is not a container of this Pod"));
-            }
+    let mut candidates: Vec<(usize, Option<&'v SidecarProfile>)> = Vec::new();
+    for (i, c) in containers.iter().enumerate() {
+        let name = c.name.as_str();
+        let named = named_sidecars.contains(name);
+        let profile = profile_for(policy, c);
+        if !named && profile.is_none() {
+            continue;
         }
-        candidates.sort_by_key(|(i, _)| *i);
-    } else {
-        for (i, c) in containers.iter().enumerate() {
-            if let Some(profile) = profile_for(policy, c) {
-                candidates.push((i, Some(profile)));
+        if named_regular.contains(name) {
+            if named {
+                warnings.push(format!(
+                    "container {name} is in {SIDECARS_ANNOTATION} and {NOT_SIDECARS_ANNOTATION}; it stays a regular container"
+                ));
+            } else {
+                notes.push(format!("{name}: kept a regular container ({NOT_SIDECARS_ANNOTATION})"));
             }
+            continue;
         }
+        if policy.never_move.iter().any(|n| n == name) {
+            if named {
+                warnings.push(format!("container {name}: another webhook owns its place; podmedic never moves it"));
+            }
+            continue;
+        }
+        candidates.push((i, profile));
     }
 
     candidates.retain(|(i, _)| {
@@ -102,7 +135,7 @@ pub(crate) fn select<'v>(
     let names = || candidates.iter().map(|(i, _)| containers[*i].name.as_str()).collect::<Vec<_>>().join(", ");
     if candidates.len() == containers.len() {
         warnings.push(format!(
-            "every container looks like a sidecar ({}); nothing moved: list the sidecars in {SIDECARS_ANNOTATION}",
+            "every container looks like a sidecar ({}); nothing moved: name the main one in {NOT_SIDECARS_ANNOTATION}",
             names()
         ));
         return Selection::default();

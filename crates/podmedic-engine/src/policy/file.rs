@@ -28,6 +28,12 @@ pub struct PolicyFile {
     /// Sidecars placed `first` still go after these.
     #[serde(default)]
     pub mesh_init_containers: Option<Vec<String>>,
+    /// Container names podmedic never moves, whatever the annotations say, because another
+    /// webhook owns their place in the Pod (GKE's `gke-gcsfuse-sidecar`). Sidecars placed `first`
+    /// go after such a container when it is already an init container. A user's list adds to the
+    /// built-in one.
+    #[serde(default)]
+    pub never_move: Vec<String>,
     /// Default resource requests.
     #[serde(default)]
     pub default_requests: Option<DefaultRequestsFile>,
@@ -272,6 +278,7 @@ pub(super) fn merge(mut base: PolicyFile, user: PolicyFile, origin: &str) -> Res
         }
     }
     base.self_managed_workloads.extend(user.self_managed_workloads);
+    base.never_move.extend(user.never_move);
     if user.mesh_init_containers.is_some() {
         base.mesh_init_containers = user.mesh_init_containers;
     }

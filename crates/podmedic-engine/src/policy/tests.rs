@@ -51,6 +51,13 @@ fn user_files_add_override_and_disable_entries() {
 }
 
 #[test]
+fn never_move_lists_add_to_the_builtin_one() {
+    assert_eq!(Policy::builtin().never_move, ["gke-gcsfuse-sidecar"]);
+    let p = Policy::builtin_with(&format!("{HEADER}neverMove: [acme-vpn]\n"), "policy.yaml").unwrap();
+    assert_eq!(p.never_move, ["gke-gcsfuse-sidecar", "acme-vpn"]);
+}
+
+#[test]
 fn errors_name_the_file_and_the_field() {
     let cases = [
         ("catalogue:\n  sidecars:\n  - name: x\n    imagez: [a]\n", "catalogue.sidecars[0]"),

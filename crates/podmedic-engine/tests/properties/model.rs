@@ -77,6 +77,8 @@ pub(crate) enum Note {
     /// `podmedic.io/sidecars` naming some containers (by index into the final names) and some
     /// names that do not exist.
     Sidecars(Vec<Index>, Vec<&'static str>),
+    /// `podmedic.io/not-sidecars` naming some containers (by index into the final names).
+    NotSidecars(Vec<Index>),
     Skip(&'static str),
     Position(&'static str),
     Changes(&'static str),
@@ -89,6 +91,7 @@ pub(crate) fn note() -> impl Strategy<Value = Note> {
     prop_oneof![
         6 => (prop::collection::vec(any::<Index>(), 0..4), prop::collection::vec(select(&["nope", "", " ", "ghost"][..]), 0..2))
             .prop_map(|(i, m)| Note::Sidecars(i, m)),
+        3 => prop::collection::vec(any::<Index>(), 0..3).prop_map(Note::NotSidecars),
         1 => select(&["true", "TRUE", " true ", "false", "yes"][..]).prop_map(Note::Skip),
         3 => select(&["first", "last", "", "middle"][..]).prop_map(Note::Position),
         1 => select(&["", "earlier change"][..]).prop_map(Note::Changes),
@@ -223,6 +226,11 @@ pub(crate) fn render_meta(m: &MetaModel, names: &[String]) -> Option<Value> {
                     picks.iter().filter(|_| !names.is_empty()).map(|i| i.get(names).clone()).collect();
                 list.extend(missing.iter().map(|s| (*s).to_owned()));
                 put("podmedic.io/sidecars", list.join(","));
+            }
+            Note::NotSidecars(picks) => {
+                let list: Vec<String> =
+                    picks.iter().filter(|_| !names.is_empty()).map(|i| i.get(names).clone()).collect();
+                put("podmedic.io/not-sidecars", list.join(","));
             }
             Note::Skip(v) => put("podmedic.io/skip", (*v).to_owned()),
             Note::Position(v) => put("podmedic.io/sidecar-position", (*v).to_owned()),
