@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 
 use serde_json::Value;
 
-use crate::annotations::{NOT_SIDECARS_ANNOTATION, SIDECAR_POSITION_ANNOTATION, SIDECARS_ANNOTATION};
+use crate::annotations::{NOT_SIDECARS_ANNOTATION, SIDECAR_POSITION_ANNOTATION, SIDECARS_ANNOTATION, is_true};
 use crate::kubernetes::ImageRef;
 use crate::mutation::{Change, ChangeKind, Context};
 use crate::object::Container;
@@ -48,7 +48,18 @@ pub(crate) fn argv_has_word(container: &Container<'_>, word: &str) -> bool {
 /// The catalogue entry a container matches.
 pub(crate) fn profile_for<'p>(policy: &'p Policy, container: &Container<'_>) -> Option<&'p SidecarProfile> {
     let image = container.image.as_deref().map(ImageRef::parse);
-    policy.sidecar_for(&container.name, image.as_ref(), &|word| argv_has_word(container, word))
+    let profile = policy.sidecar_for(&container.name, image.as_ref(), &|word| argv_has_word(container, word))?;
+    let one_shot = profile.unless_env.iter().any(|name| {
+        // The last definition wins in Kubernetes; a value from a reference is unknown, so not `true`.
+        container
+            .env()
+            .iter()
+            .rev()
+            .find(|e| e.name.as_str() == name.as_str())
+            .and_then(|e| e.value.as_deref())
+            .is_some_and(is_true)
+    });
+    (!one_shot).then_some(profile)
 }
 
 /// The names listed in a comma-separated annotation, trimmed, without empty entries.

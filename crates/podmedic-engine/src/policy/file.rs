@@ -79,6 +79,10 @@ pub struct SidecarProfile {
     /// (for example a one-shot mode flag).
     #[serde(default)]
     pub unless_arg: Option<String>,
+    /// The image is not this sidecar when one of these environment variables is set to `true`
+    /// (a one-shot mode switched on through the environment, like git-sync's `GITSYNC_ONE_TIME`).
+    #[serde(default)]
+    pub unless_env: Vec<String>,
     /// A service mesh proxy: moved first among sidecars, and blocks startup probes on others
     /// while it stays a regular container.
     #[serde(default)]

@@ -60,6 +60,11 @@ pub(crate) const CATALOGUE_REPOS: &[&str] = &[
     "jaegertracing/jaeger-agent",
     "amazon/aws-xray-daemon",
     "hashicorp/vault",
+    "public.ecr.aws/cloudwatch-agent/cloudwatch-agent",
+    "registry.datadoghq.com/dogstatsd",
+    "prom/statsd-exporter",
+    "registry.k8s.io/git-sync/git-sync",
+    "mcr.microsoft.com/oss/azure/workload-identity/proxy",
 ];
 
 pub(crate) const OTHER_REPOS: &[&str] = &[
@@ -109,6 +114,7 @@ pub(crate) const ARGS: &[&str] = &[
     "-instances=p:r:i=tcp:5432",
     "agent",
     "-exit-after-auth",
+    "--one-time",
     "server",
     "-c",
     "sleep 3600 &",
@@ -180,6 +186,7 @@ pub(crate) fn env() -> impl Strategy<Value = Option<Value>> {
             "ALLOYDB_PROXY_HEALTH_CHECK",
             "ALLOYDB_PROXY_HTTP_PORT",
             "KUBEXIT_NAME",
+            "GITSYNC_ONE_TIME",
             "FOO",
             "PASSWORD",
         ][..],
