@@ -5,14 +5,13 @@
 //! proxy: checked every second, for up to a minute ([`STARTUP_PERIOD_SECONDS`] ×
 //! [`STARTUP_FAILURE_THRESHOLD`]), before the kubelet restarts the sidecar.
 
-use std::collections::BTreeSet;
-
 use serde_json::{Value, json};
 
 use crate::mutation::{Change, ChangeKind, Context};
-use crate::object::Container;
 use crate::patch::PatchBuilder;
 use crate::policy::ProbeProfile;
+use crate::ports::PodPorts;
+use crate::proxies::{ProxyKind, Setting, apply_settings, enable_health_check};
 use crate::target::{PodTarget, Section, Slot};
 
 /// Startup probe period.
@@ -20,7 +19,8 @@ pub const STARTUP_PERIOD_SECONDS: u32 = 1;
 /// Startup probe failures tolerated: 60 × 1 s gives a sidecar a minute to start.
 pub const STARTUP_FAILURE_THRESHOLD: u32 = 60;
 
-/// Adds startup probes to the sidecars moved in this mutation.
+/// Adds startup probes to the sidecars moved in this mutation, and switches on the health server
+/// of the database proxies among them, each on a port free in the Pod.
 pub(crate) fn add_startup_probes(
     target: &PodTarget<'_>,
     slots: &[Slot<'_>],
@@ -40,8 +40,8 @@ pub(crate) fn add_startup_probes(
         ));
         return;
     }
-    let used_ports = used_ports(slots);
-    for slot in slots.iter().filter(|s| s.moved) {
+    let mut ports = PodPorts::of(slots);
+    for (index, slot) in slots.iter().enumerate().filter(|(_, s)| s.moved) {
         let c = slot.container;
         if c.startup_probe {
             continue;
@@ -52,15 +52,21 @@ pub(crate) fn add_startup_probes(
             ProbeProfile::None => continue,
             ProbeProfile::HttpGet { path, port } => Ok(ProbePlan::http(path, *port)),
             ProbeProfile::TcpSocket { port } => Ok(ProbePlan::tcp(*port)),
-            ProbeProfile::FirstContainerPort => match c.ports().iter().find(|p| p.is_tcp()) {
-                Some(p) => u16::try_from(p.container_port)
-                    .map(ProbePlan::tcp)
-                    .map_err(|_| format!("containerPort {} is out of range", p.container_port)),
-                None => Err("no containerPort declared".to_owned()),
+            ProbeProfile::FirstContainerPort => c
+                .ports()
+                .iter()
+                .filter(|p| p.is_tcp())
+                .find_map(|p| u16::try_from(p.container_port).ok().filter(|port| *port != 0))
+                .map(ProbePlan::tcp)
+                .ok_or_else(|| "no TCP containerPort declared".to_owned()),
+            proxy => match ProxyKind::of(proxy) {
+                Some(kind) => enable_health_check(c, kind, ports.health_of(index), &mut ports).map(|health| {
+                    let mut plan = ProbePlan::http("/startup", health.port);
+                    plan.settings = health.settings;
+                    plan
+                }),
+                None => continue,
             },
-            ProbeProfile::CloudSqlProxyV2 => health_check_v2(c, "CSQL_PROXY_", &used_ports),
-            ProbeProfile::AlloyDbAuthProxy => health_check_v2(c, "ALLOYDB_PROXY_", &used_ports),
-            ProbeProfile::CloudSqlProxyV1 => health_check_v1(c, &used_ports),
         };
         match plan {
             Ok(plan) => {
@@ -88,11 +94,6 @@ pub(crate) fn add_startup_probes(
             }
         }
     }
-}
-
-/// Ports declared by any container of the Pod (a new health port must not clash with them).
-fn used_ports(slots: &[Slot<'_>]) -> BTreeSet<i64> {
-    slots.iter().flat_map(|s| s.container.ports().iter().map(|p| p.container_port)).collect()
 }
 
 /// A startup probe and the settings the sidecar needs for it.
@@ -127,183 +128,6 @@ fn with_timing(mut probe: Value) -> Value {
         map.insert("timeoutSeconds".into(), json!(1));
     }
     probe
-}
-
-/// A flag or environment variable to add to the sidecar.
-enum Setting {
-    /// Append to `args` (before a `--` terminator if there is one).
-    Arg(String),
-    /// Append to `env`.
-    Env(String, String),
-}
-
-impl Setting {
-    fn describe(&self) -> String {
-        match self {
-            Setting::Arg(a) => a.clone(),
-            Setting::Env(n, v) => format!("{n}={v}"),
-        }
-    }
-}
-
-/// Adds the flags to `args` and the variables to `env`, creating each list once when it is missing;
-/// flags go before a `--` terminator when there is one.
-fn apply_settings(c: &Container<'_>, at: &crate::patch::Location, settings: &[Setting], patch: &mut PatchBuilder) {
-    let args: Vec<Value> =
-        settings.iter().filter_map(|s| if let Setting::Arg(a) = s { Some(json!(a)) } else { None }).collect();
-    let env: Vec<Value> = settings
-        .iter()
-        .filter_map(|s| if let Setting::Env(n, v) = s { Some(json!({ "name": n, "value": v })) } else { None })
-        .collect();
-    if !args.is_empty() {
-        let list = at.child("args");
-        match c.args.as_deref().map(|a| a.iter().position(|x| x.as_str() == "--")) {
-            None => patch.add(&list, Value::Array(args)),
-            Some(Some(terminator)) => {
-                for (k, arg) in args.into_iter().enumerate() {
-                    patch.add(&list.index(terminator + k), arg);
-                }
-            }
-            Some(None) => args.into_iter().for_each(|arg| patch.append(&list, arg)),
-        }
-    }
-    if !env.is_empty() {
-        let list = at.child("env");
-        match &c.env {
-            None => patch.add(&list, Value::Array(env)),
-            Some(_) => env.into_iter().for_each(|var| patch.append(&list, var)),
-        }
-    }
-}
-
-/// What a container's command line and environment say about one setting.
-enum Found {
-    Absent,
-    /// Set, with its value (`None` for a bare boolean flag).
-    Flag(Option<String>),
-    Env(String),
-    /// Set from a secret or config map: the value is unknown.
-    EnvFrom,
-}
-
-/// Looks up a flag given as `--name`, `-name`, `--name=value`, `-name=value` or `--name value`.
-fn find_flag(c: &Container<'_>, name: &str, takes_value: bool) -> Found {
-    let argv: Vec<&str> = c.argv().collect();
-    for (i, arg) in argv.iter().enumerate() {
-        let Some(body) = arg.strip_prefix("--").or_else(|| arg.strip_prefix('-')) else { continue };
-        if body == name {
-            let next = argv.get(i + 1).filter(|n| takes_value && !n.starts_with('-'));
-            return Found::Flag(next.map(|n| (*n).to_owned()));
-        }
-        if let Some(value) = body.strip_prefix(name).and_then(|r| r.strip_prefix('=')) {
-            return Found::Flag(Some(value.to_owned()));
-        }
-    }
-    Found::Absent
-}
-
-fn find_env(c: &Container<'_>, name: &str) -> Found {
-    match c.env().iter().rev().find(|e| e.name.as_str() == name) {
-        Some(e) if e.value_from => Found::EnvFrom,
-        Some(e) => Found::Env(e.value.as_deref().unwrap_or_default().to_owned()),
-        None => Found::Absent,
-    }
-}
-
-fn lookup(c: &Container<'_>, flag: &str, env: &str, takes_value: bool) -> Found {
-    match find_flag(c, flag, takes_value) {
-        Found::Absent => find_env(c, env),
-        found => found,
-    }
-}
-
-fn is_false(v: &str) -> bool {
-    matches!(v.trim().to_ascii_lowercase().as_str(), "false" | "0" | "f" | "no")
-}
-
-/// A port for a new health endpoint: `preferred` unless another container uses it.
-fn free_port(preferred: u16, used: &BTreeSet<i64>) -> u16 {
-    (preferred..=u16::MAX).find(|p| !used.contains(&i64::from(*p))).unwrap_or(preferred)
-}
-
-/// Cloud SQL Auth Proxy v2 and AlloyDB Auth Proxy: `--health-check`, `--http-address`,
-/// `--http-port` (9090), `/startup`. `env_prefix` is the environment form (`CSQL_PROXY_`).
-fn health_check_v2(c: &Container<'_>, env_prefix: &str, used: &BTreeSet<i64>) -> Result<ProbePlan, String> {
-    if c.shell_script().is_some() {
-        return Err("runs through a shell; add --health-check yourself".into());
-    }
-    let env_form = c.env().iter().any(|e| e.name.starts_with(env_prefix));
-    let env_name = |suffix: &str| format!("{env_prefix}{suffix}");
-    let setting = |flag: &str, env_suffix: &str, value: &str| {
-        if env_form {
-            Setting::Env(env_name(env_suffix), value.to_owned())
-        } else if value == "true" {
-            Setting::Arg(format!("--{flag}"))
-        } else {
-            Setting::Arg(format!("--{flag}={value}"))
-        }
-    };
-    let mut settings = Vec::new();
-
-    match lookup(c, "health-check", &env_name("HEALTH_CHECK"), false) {
-        Found::Absent => settings.push(setting("health-check", "HEALTH_CHECK", "true")),
-        Found::Flag(Some(v)) | Found::Env(v) if is_false(&v) => {
-            return Err("the health check is switched off explicitly".into());
-        }
-        Found::EnvFrom => return Err(format!("{} comes from a reference", env_name("HEALTH_CHECK"))),
-        _ => {}
-    }
-    match lookup(c, "http-address", &env_name("HTTP_ADDRESS"), true) {
-        Found::Absent => settings.push(setting("http-address", "HTTP_ADDRESS", "0.0.0.0")),
-        Found::Flag(Some(v)) | Found::Env(v) if !matches!(v.as_str(), "0.0.0.0" | "::" | "[::]") => {
-            return Err(format!("--http-address={v} is not reachable by the kubelet"));
-        }
-        Found::EnvFrom => return Err(format!("{} comes from a reference", env_name("HTTP_ADDRESS"))),
-        _ => {}
-    }
-    let port = match lookup(c, "http-port", &env_name("HTTP_PORT"), true) {
-        Found::Absent => {
-            let port = free_port(9090, used);
-            if port != 9090 {
-                settings.push(setting("http-port", "HTTP_PORT", &port.to_string()));
-            }
-            port
-        }
-        Found::Flag(Some(v)) | Found::Env(v) => {
-            v.trim().parse::<u16>().map_err(|_| format!("--http-port={v} is not a port"))?
-        }
-        Found::Flag(None) => return Err("--http-port has no value".into()),
-        Found::EnvFrom => return Err(format!("{} comes from a reference", env_name("HTTP_PORT"))),
-    };
-    let mut plan = ProbePlan::http("/startup", port);
-    plan.settings = settings;
-    Ok(plan)
-}
-
-/// Cloud SQL Auth Proxy v1: `-use_http_health_check`, `-health_check_port` (8090), `/startup`.
-fn health_check_v1(c: &Container<'_>, used: &BTreeSet<i64>) -> Result<ProbePlan, String> {
-    if c.shell_script().is_some() {
-        return Err("runs through a shell; add -use_http_health_check yourself".into());
-    }
-    let mut settings = Vec::new();
-    match find_flag(c, "use_http_health_check", false) {
-        Found::Absent => settings.push(Setting::Arg("-use_http_health_check".into())),
-        Found::Flag(Some(v)) if is_false(&v) => return Err("the health check is switched off explicitly".into()),
-        _ => {}
-    }
-    let port = match find_flag(c, "health_check_port", true) {
-        Found::Flag(Some(v)) => v.trim().parse::<u16>().map_err(|_| format!("-health_check_port={v} is not a port"))?,
-        _ => {
-            let port = free_port(8090, used);
-            if port != 8090 {
-                settings.push(Setting::Arg(format!("-health_check_port={port}")));
-            }
-            port
-        }
-    };
-    let mut plan = ProbePlan::http("/startup", port);
-    plan.settings = settings;
-    Ok(plan)
 }
 
 /// Opt-in probes for long-running Pods: a TCP readiness probe (and, only when asked, a TCP

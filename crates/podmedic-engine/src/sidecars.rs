@@ -174,7 +174,7 @@ pub(crate) fn select<'v>(
 pub(crate) fn apply_moves<'v>(
     target: &PodTarget<'v>,
     selection: &Selection<'v>,
-    policy: &Policy,
+    policy: &'v Policy,
     patch: &mut PatchBuilder,
     changes: &mut Vec<Change>,
 ) -> Vec<Slot<'v>> {
@@ -218,23 +218,16 @@ pub(crate) fn apply_moves<'v>(
     let mut slots: Vec<Slot<'v>> = final_inits
         .into_iter()
         .enumerate()
-        .map(|(index, (container, moved, profile))| Slot {
-            container,
-            section: Section::Init,
-            index,
-            moved,
-            profile,
+        .map(|(index, (container, moved, profile))| {
             // A moved sidecar's catalogue entry was looked up when it was selected.
-            mesh: if moved { profile.is_some_and(|p| p.mesh) } else { is_mesh_proxy(policy, container) },
+            let profile = if moved { profile } else { profile_for(policy, container) };
+            Slot { container, section: Section::Init, index, moved, profile, mesh: profile.is_some_and(|p| p.mesh) }
         })
         .collect();
-    slots.extend(remaining.into_iter().enumerate().map(|(index, i)| Slot {
-        container: &containers[i],
-        section: Section::Regular,
-        index,
-        moved: false,
-        profile: None,
-        mesh: is_mesh_proxy(policy, &containers[i]),
+    slots.extend(remaining.into_iter().enumerate().map(|(index, i)| {
+        let profile = profile_for(policy, &containers[i]);
+        let mesh = profile.is_some_and(|p| p.mesh);
+        Slot { container: &containers[i], section: Section::Regular, index, moved: false, profile, mesh }
     }));
     slots
 }

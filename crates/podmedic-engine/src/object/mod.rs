@@ -135,6 +135,9 @@ pub struct Spec<'a> {
     /// CronJobSpec: the job template.
     #[serde(default, borrow, deserialize_with = "object")]
     pub job_template: Option<Box<Template<'a>>>,
+    /// PodSpec: the Pod uses the node's network namespace.
+    #[serde(default)]
+    pub host_network: Option<bool>,
     /// PodSpec: pod-level resources (Kubernetes 1.32+).
     #[serde(default, borrow, deserialize_with = "object")]
     pub resources: Option<Resources<'a>>,
@@ -210,6 +213,9 @@ pub struct Container<'a> {
     /// Environment variables.
     #[serde(default, borrow, deserialize_with = "objects")]
     pub env: Option<Vec<EnvVar<'a>>>,
+    /// Whether `envFrom` is set: variables from ConfigMaps or Secrets podmedic cannot read.
+    #[serde(default, deserialize_with = "present")]
+    pub env_from: bool,
     /// Declared ports.
     #[serde(default, deserialize_with = "objects")]
     pub ports: Option<Vec<ContainerPort<'a>>>,

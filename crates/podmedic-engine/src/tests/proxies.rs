@@ -110,3 +110,116 @@ spec:
     assert!(moved_proxy(&r).get("startupProbe").is_none());
     assert!(moved_proxy(&r).get("args").is_none());
 }
+
+/// The init container of the patched object with this name.
+fn init<'r>(r: &'r Run, name: &str) -> &'r Value {
+    let spec = if r.after["kind"] == "Pod" { &r.after["spec"] } else { &r.after["spec"]["template"]["spec"] };
+    spec["initContainers"].as_array().unwrap().iter().find(|c| c["name"] == name).unwrap()
+}
+
+fn probe_port(c: &Value) -> &Value {
+    &c["startupProbe"]["httpGet"]["port"]
+}
+
+fn env_value<'c>(c: &'c Value, name: &str) -> Option<&'c str> {
+    c["env"].as_array()?.iter().rev().find(|e| e["name"] == name)?["value"].as_str()
+}
+
+#[test]
+fn two_cloud_sql_proxies_get_two_health_ports_each_probed_on_its_own() {
+    // One proxy per database, as public Helm charts write them: one by flags, one by environment.
+    let manifest = r#"
+apiVersion: batch/v1
+kind: Job
+metadata: {name: report}
+spec:
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+      - {name: app, image: "ghcr.io/acme/report:1.4.0"}
+      - name: cloud-sql-auth-proxy-orders
+        image: asia.gcr.io/cloud-sql-connectors/cloud-sql-proxy:2
+        args: ["--private-ip", "acme:asia-northeast1:orders?port=10001"]
+      - name: cloud-sql-auth-proxy-billing
+        image: gcr.io/cloud-sql-connectors/cloud-sql-proxy:2.14.1
+        env:
+        - {name: CSQL_PROXY_INSTANCE_CONNECTION_NAME, value: "acme:asia-northeast1:billing"}
+        - {name: CSQL_PROXY_PORT, value: "10002"}
+"#;
+    let r = run(manifest);
+    let orders = init(&r, "cloud-sql-auth-proxy-orders");
+    let billing = init(&r, "cloud-sql-auth-proxy-billing");
+    assert_eq!(
+        orders["args"],
+        json!(["--private-ip", "acme:asia-northeast1:orders?port=10001", "--health-check", "--http-address=0.0.0.0"])
+    );
+    assert_eq!(probe_port(orders), 9090);
+    assert_eq!(env_value(billing, "CSQL_PROXY_HEALTH_CHECK"), Some("true"));
+    assert_eq!(env_value(billing, "CSQL_PROXY_HTTP_PORT"), Some("9091"));
+    assert_eq!(probe_port(billing), 9091, "each probe targets its own proxy");
+}
+
+#[test]
+fn assigned_ports_avoid_admin_servers_listeners_and_every_declared_port() {
+    // The first proxy opens its admin server on 9091 (--quitquitquit), the app declares 9090 and a
+    // UDP 9092, an already-native proxy from an earlier run listens on 9093: the new one gets 9094.
+    let manifest = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: p}
+spec:
+  restartPolicy: Never
+  initContainers:
+  - name: earlier
+    image: gcr.io/alloydb-connectors/alloydb-auth-proxy:1.11.2
+    restartPolicy: Always
+    args: ["--health-check", "--http-address=0.0.0.0", "--http-port=9093", "projects/p/locations/l/clusters/c/instances/i"]
+  containers:
+  - {name: app, image: "app:1", ports: [{containerPort: 9090}, {containerPort: 9092, protocol: UDP}]}
+  - name: proxy-a
+    image: gcr.io/cloud-sql-connectors/cloud-sql-proxy:2.14.1
+    args: ["--quitquitquit", "a:b:c?port=5432"]
+  - name: proxy-b
+    image: gcr.io/cloud-sql-connectors/cloud-sql-proxy:2.14.1
+    args: ["--port=9095", "a:b:d"]
+"#;
+    let r = run(manifest);
+    assert_eq!(probe_port(init(&r, "proxy-a")), 9094);
+    assert!(init(&r, "proxy-a")["args"].as_array().unwrap().contains(&json!("--http-port=9094")));
+    // 9095 is proxy-b's own listener (--port counts up from it), so it gets 9096.
+    assert_eq!(probe_port(init(&r, "proxy-b")), 9096);
+    assert!(init(&r, "earlier").get("startupProbe").is_none(), "an existing native sidecar is left alone");
+}
+
+#[test]
+fn a_proxy_with_the_health_check_on_keeps_9090_unless_another_container_has_it() {
+    let own = pod(
+        "  containers:\n  - {name: main, image: 'app:1'}\n  - {name: proxy, image: 'gcr.io/cloud-sql-connectors/cloud-sql-proxy:2.8.0', args: ['--health-check', '--http-address=0.0.0.0', 'p:r:i']}\n",
+    );
+    let r = run(&own);
+    assert_eq!(moved_proxy(&r)["args"], r.before["spec"]["containers"][1]["args"], "nothing to add");
+    assert_eq!(probe_port(moved_proxy(&r)), 9090);
+    // Two proxies with the health check on both bind 9090 today: one of them moves off it.
+    let both = pod(
+        "  containers:\n  - {name: main, image: 'app:1'}\n  - {name: a, image: 'gcr.io/cloud-sql-connectors/cloud-sql-proxy:2.8.0', args: ['--health-check', '--http-address=0.0.0.0', 'p:r:i']}\n  - {name: b, image: 'gcr.io/cloud-sql-connectors/cloud-sql-proxy:2.8.0', args: ['--health-check', '--http-address=0.0.0.0', 'p:r:j']}\n",
+    );
+    let r = run(&both);
+    let (a, b) = (probe_port(init(&r, "a")).as_u64().unwrap(), probe_port(init(&r, "b")).as_u64().unwrap());
+    assert_ne!(a, b);
+    assert!([a, b].contains(&9090));
+}
+
+#[test]
+fn port_zero_is_never_probed() {
+    let random = pod(
+        "  containers:\n  - {name: main, image: 'app:1'}\n  - {name: proxy, image: 'gcr.io/cloud-sql-connectors/cloud-sql-proxy:2.8.0', args: ['--http-port=0', 'p:r:i']}\n",
+    );
+    let r = run(&random);
+    assert!(moved_proxy(&r).get("startupProbe").is_none());
+    assert!(r.mutation.notes.iter().any(|n| n.contains("--http-port=0 is not a port")), "{:?}", r.mutation.notes);
+    let shipper = pod(
+        "  containers:\n  - {name: main, image: 'app:1'}\n  - {name: shipper, image: 'fluent/fluent-bit:3.1', ports: [{containerPort: 0}, {containerPort: 2020}]}\n",
+    );
+    assert_eq!(moved_proxy(&run(&shipper))["startupProbe"]["tcpSocket"]["port"], 2020);
+}

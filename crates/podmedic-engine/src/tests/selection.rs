@@ -193,7 +193,7 @@ fn sidecars_append_after_existing_init_containers_in_their_relative_order() {
     assert_eq!(names(&r.after["spec"]["initContainers"]), ["setup", "existing-native", "shipper", "otel"]);
     assert_eq!(names(&r.after["spec"]["containers"]), ["main"]);
     let notes = r.after["metadata"]["annotations"][CHANGES_ANNOTATION].as_str().unwrap();
-    assert!(notes.contains("no startup probe (no containerPort declared)"), "{notes}");
+    assert!(notes.contains("no startup probe (no TCP containerPort declared)"), "{notes}");
 }
 
 #[test]
