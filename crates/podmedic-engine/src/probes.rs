@@ -40,6 +40,17 @@ pub(crate) fn add_startup_probes(
         ));
         return;
     }
+    // On the node's network a health server listens on every node interface (--http-address=0.0.0.0
+    // is what makes it reachable) and races the node's own services for its port.
+    if target.spec.host_network == Some(true) {
+        let moved: Vec<&str> = slots.iter().filter(|s| s.moved).map(|s| s.container.name.as_str()).collect();
+        notes.push(format!(
+            "no health flags and no startup probe on {}: hostNetwork is on, where a health endpoint would listen on \
+             every node interface and race the node's services for its port",
+            moved.join(", ")
+        ));
+        return;
+    }
     let mut ports = PodPorts::of(slots);
     for (index, slot) in slots.iter().enumerate().filter(|(_, s)| s.moved) {
         let c = slot.container;

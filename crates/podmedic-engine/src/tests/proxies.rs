@@ -223,3 +223,68 @@ fn port_zero_is_never_probed() {
     );
     assert_eq!(moved_proxy(&run(&shipper))["startupProbe"]["tcpSocket"]["port"], 2020);
 }
+
+#[test]
+fn host_network_pods_get_no_health_flags_and_no_probe_and_say_why() {
+    let manifest = r#"
+apiVersion: batch/v1
+kind: Job
+metadata: {name: node-report}
+spec:
+  template:
+    spec:
+      hostNetwork: true
+      dnsPolicy: ClusterFirstWithHostNet
+      restartPolicy: Never
+      containers:
+      - {name: report, image: "ghcr.io/acme/node-report:2.0.0"}
+      - {name: cloud-sql-proxy, image: "gcr.io/cloud-sql-connectors/cloud-sql-proxy:2.14.1", args: ["acme:eu:db?port=15432"]}
+      - {name: fluent-bit, image: "fluent/fluent-bit:3.1", ports: [{containerPort: 2020}]}
+"#;
+    let r = run(manifest);
+    let spec = &r.after["spec"]["template"]["spec"];
+    assert_eq!(names(&spec["initContainers"]), ["cloud-sql-proxy", "fluent-bit"], "they still move");
+    assert_eq!(init(&r, "cloud-sql-proxy")["args"], json!(["acme:eu:db?port=15432"]), "no health flags");
+    assert!(spec["initContainers"].as_array().unwrap().iter().all(|c| c.get("startupProbe").is_none()));
+    let changes = r.after["metadata"]["annotations"][CHANGES_ANNOTATION].as_str().unwrap();
+    assert!(
+        changes.contains("no health flags and no startup probe on cloud-sql-proxy, fluent-bit: hostNetwork is on"),
+        "{changes}"
+    );
+}
+
+#[test]
+fn a_proxy_with_env_from_gets_nothing_that_could_override_it_and_says_why() {
+    // The ConfigMap may set CSQL_PROXY_HEALTH_CHECK=false or CSQL_PROXY_HTTP_ADDRESS=localhost:
+    // flags would silently win over it.
+    let manifest = r#"
+apiVersion: batch/v1
+kind: Job
+metadata: {name: migrate}
+spec:
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+      - {name: migrate, image: "ghcr.io/acme/migrate:7"}
+      - name: cloud-sql-proxy
+        image: gcr.io/cloud-sql-connectors/cloud-sql-proxy:2.14.1
+        envFrom: [{configMapRef: {name: cloud-sql-proxy-settings}}]
+      - name: alloydb-proxy
+        image: gcr.io/alloydb-connectors/alloydb-auth-proxy:1.13.3
+        args: ["--config-file=/etc/alloydb/proxy.yaml"]
+"#;
+    let r = run(manifest);
+    for name in ["cloud-sql-proxy", "alloydb-proxy"] {
+        let proxy = init(&r, name);
+        assert_eq!(proxy["restartPolicy"], "Always");
+        assert!(proxy.get("startupProbe").is_none() && proxy.get("env").is_none(), "{name}");
+    }
+    assert_eq!(init(&r, "alloydb-proxy")["args"], json!(["--config-file=/etc/alloydb/proxy.yaml"]));
+    let changes = r.after["metadata"]["annotations"][CHANGES_ANNOTATION].as_str().unwrap();
+    assert!(
+        changes.contains("cloud-sql-proxy: no startup probe (it has envFrom, which podmedic cannot read"),
+        "{changes}"
+    );
+    assert!(changes.contains("alloydb-proxy: no startup probe (it reads a config file"), "{changes}");
+}
