@@ -44,6 +44,20 @@ pub fn is_podmedic_key(key: &str) -> bool {
     key.starts_with(PREFIX)
 }
 
+/// Linkerd's default inbound policy for a Pod (`all-unauthenticated`, `deny`, ...).
+pub const LINKERD_DEFAULT_INBOUND_POLICY: &str = "config.linkerd.io/default-inbound-policy";
+/// The port of Kuma's application probe proxy, written by Kuma's injector (`0`: off).
+pub const KUMA_APPLICATION_PROBE_PROXY_PORT: &str = "kuma.io/application-probe-proxy-port";
+/// Consul's transparent proxy switch for a Pod (`"false"` turns it off).
+pub const CONSUL_TRANSPARENT_PROXY: &str = "consul.hashicorp.com/transparent-proxy";
+
+/// Whether podmedic reads an annotation's value: its own, and the few service-mesh settings its
+/// probe rules depend on. Other values (`last-applied-configuration`, for one) are skipped unread.
+pub fn is_read_annotation(key: &str) -> bool {
+    is_podmedic_key(key)
+        || matches!(key, LINKERD_DEFAULT_INBOUND_POLICY | KUMA_APPLICATION_PROBE_PROXY_PORT | CONSUL_TRANSPARENT_PROXY)
+}
+
 /// Kubernetes-style boolean annotation value.
 pub fn is_true(value: &str) -> bool {
     value.trim().eq_ignore_ascii_case("true")

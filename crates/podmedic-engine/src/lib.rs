@@ -23,6 +23,7 @@
 pub mod admission;
 pub mod annotations;
 pub mod kubernetes;
+mod meshes;
 mod mutation;
 pub mod object;
 mod patch;

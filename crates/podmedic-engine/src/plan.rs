@@ -37,7 +37,15 @@ pub(crate) fn plan(object: &Object<'_>, ctx: &Context<'_>) -> Mutation {
     let slots = sidecars::apply_moves(&target, &selection, ctx.policy, &mut patch, &mut out.changes);
     let mut probe_notes = Vec::new();
     if !selection.moved.is_empty() {
-        probes::add_startup_probes(&target, &slots, &mut patch, &mut out.changes, &mut probe_notes, &mut out.warnings);
+        probes::add_startup_probes(
+            &target,
+            &slots,
+            ctx.policy,
+            &mut patch,
+            &mut out.changes,
+            &mut probe_notes,
+            &mut out.warnings,
+        );
     }
     let settings = resources::Settings::effective(ctx);
     resources::add_default_requests(&target, &slots, &settings, &mut patch, &mut out.changes, &mut out.notes);

@@ -7,9 +7,10 @@
 
 use serde_json::{Value, json};
 
+use crate::meshes::{self, HttpProbe};
 use crate::mutation::{Change, ChangeKind, Context};
 use crate::patch::PatchBuilder;
-use crate::policy::ProbeProfile;
+use crate::policy::{Policy, ProbeProfile};
 use crate::ports::PodPorts;
 use crate::proxies::{ProxyKind, Setting, apply_settings, enable_health_check};
 use crate::target::{PodTarget, Section, Slot};
@@ -24,6 +25,7 @@ pub const STARTUP_FAILURE_THRESHOLD: u32 = 60;
 pub(crate) fn add_startup_probes(
     target: &PodTarget<'_>,
     slots: &[Slot<'_>],
+    policy: &Policy,
     patch: &mut PatchBuilder,
     changes: &mut Vec<Change>,
     notes: &mut Vec<String>,
@@ -52,6 +54,7 @@ pub(crate) fn add_startup_probes(
         return;
     }
     let mut ports = PodPorts::of(slots);
+    let rules = meshes::probe_rules(target, slots, policy);
     for (index, slot) in slots.iter().enumerate().filter(|(_, s)| s.moved) {
         let c = slot.container;
         if c.startup_probe {
@@ -59,6 +62,19 @@ pub(crate) fn add_startup_probes(
         }
         let profile = slot.profile.map(|p| &p.startup_probe).unwrap_or(&ProbeProfile::FirstContainerPort);
         let at = slot.location(&target.spec_loc);
+        // A mesh's own proxy is probed on its own health port, which its mesh never intercepts.
+        if !slot.mesh {
+            let http = matches!(profile, ProbeProfile::HttpGet { .. }) || ProxyKind::of(profile).is_some();
+            let blocked = match (&rules.http, &rules.no_tcp) {
+                (HttpProbe::Never(why), _) if http => Some(why),
+                (_, Some(why)) if !http => Some(why),
+                _ => None,
+            };
+            if let Some(why) = blocked {
+                notes.push(format!("{}: no startup probe ({why})", c.name));
+                continue;
+            }
+        }
         let plan = match profile {
             ProbeProfile::None => continue,
             ProbeProfile::HttpGet { path, port } => Ok(ProbePlan::http(path, *port)),
@@ -79,6 +95,10 @@ pub(crate) fn add_startup_probes(
                 None => continue,
             },
         };
+        let plan = match (&rules.http, plan) {
+            (HttpProbe::ViaKuma(proxy_port), Ok(plan)) if !slot.mesh => Ok(plan.via_kuma(*proxy_port)),
+            (_, plan) => plan,
+        };
         match plan {
             Ok(plan) => {
                 apply_settings(c, &at, &plan.settings, patch);
@@ -90,11 +110,11 @@ pub(crate) fn add_startup_probes(
                         detail: format!("health check enabled ({})", shown.join(" ")),
                     });
                 }
-                patch.add(&at.child("startupProbe"), plan.probe.clone());
+                patch.add(&at.child("startupProbe"), plan.probe());
                 changes.push(Change {
                     kind: ChangeKind::ProbeAdded,
                     container: c.name.to_string(),
-                    detail: format!("startupProbe {}", plan.describe),
+                    detail: format!("startupProbe {}", plan.describe()),
                 });
             }
             Err(reason) => {
@@ -109,25 +129,62 @@ pub(crate) fn add_startup_probes(
 
 /// A startup probe and the settings the sidecar needs for it.
 struct ProbePlan {
-    probe: Value,
-    describe: String,
+    check: Check,
     settings: Vec<Setting>,
+}
+
+/// What the probe checks.
+enum Check {
+    Http {
+        path: String,
+        port: u16,
+    },
+    Tcp {
+        port: u16,
+    },
+    /// An HTTP check through Kuma's application probe proxy: `/<port><path>` on `proxy_port`.
+    KumaHttp {
+        path: String,
+        port: u16,
+        proxy_port: u16,
+    },
 }
 
 impl ProbePlan {
     fn http(path: &str, port: u16) -> ProbePlan {
-        ProbePlan {
-            probe: with_timing(json!({ "httpGet": { "path": path, "port": port } })),
-            describe: format!("httpGet {path} on port {port}"),
-            settings: Vec::new(),
-        }
+        ProbePlan { check: Check::Http { path: path.to_owned(), port }, settings: Vec::new() }
     }
 
     fn tcp(port: u16) -> ProbePlan {
-        ProbePlan {
-            probe: with_timing(json!({ "tcpSocket": { "port": port } })),
-            describe: format!("tcpSocket on port {port}"),
-            settings: Vec::new(),
+        ProbePlan { check: Check::Tcp { port }, settings: Vec::new() }
+    }
+
+    /// The same check written the way Kuma's injector rewrites probes (an HTTP check only).
+    fn via_kuma(self, proxy_port: u16) -> ProbePlan {
+        let check = match self.check {
+            Check::Http { path, port } => Check::KumaHttp { path, port, proxy_port },
+            other => other,
+        };
+        ProbePlan { check, ..self }
+    }
+
+    fn probe(&self) -> Value {
+        with_timing(match &self.check {
+            Check::Http { path, port } => json!({ "httpGet": { "path": path, "port": port } }),
+            Check::Tcp { port } => json!({ "tcpSocket": { "port": port } }),
+            Check::KumaHttp { path, port, proxy_port } => {
+                json!({ "httpGet": { "path": format!("/{port}{path}"), "port": proxy_port } })
+            }
+        })
+    }
+
+    fn describe(&self) -> String {
+        match &self.check {
+            Check::Http { path, port } => format!("httpGet {path} on port {port}"),
+            Check::Tcp { port } => format!("tcpSocket on port {port}"),
+            Check::KumaHttp { path, port, proxy_port } => {
+                format!("httpGet /{port}{path} on port {proxy_port} (Kuma's application probe proxy)")
+            }
         }
     }
 }

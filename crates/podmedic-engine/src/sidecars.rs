@@ -171,6 +171,12 @@ pub(crate) fn select<'v>(
 }
 
 /// Emits the moves and returns every container at its final position.
+///
+/// A moved mesh proxy goes before every init container but the mesh's own leading ones (its
+/// iptables init, a proxy already native): the meshes' own native mode, so that the other init
+/// containers run inside the mesh. That holds in a later reinvocation too, when sidecars podmedic
+/// moved earlier are already init containers. The other sidecars go last, or with
+/// `podmedic.io/sidecar-position: first` before the regular init containers.
 pub(crate) fn apply_moves<'v>(
     target: &PodTarget<'v>,
     selection: &Selection<'v>,
@@ -180,36 +186,67 @@ pub(crate) fn apply_moves<'v>(
 ) -> Vec<Slot<'v>> {
     let containers = target.containers();
     let inits = target.init_containers();
+    let init_profiles: Vec<Option<&'v SidecarProfile>> = inits.iter().map(|c| profile_for(policy, c)).collect();
+    let is_mesh_init = |c: &Container<'_>| policy.mesh_init_containers.iter().any(|n| n == c.name.as_str());
+    let is_native_mesh_proxy = |j: usize| inits[j].is_restartable() && init_profiles[j].is_some_and(|p| p.mesh);
 
-    // Where the moved sidecars go in initContainers.
-    let insert_at = if selection.first { first_position(target, policy) } else { inits.len() };
+    // Where the moved sidecars go, as positions among the existing init containers.
+    let mesh_at = (0..inits.len()).take_while(|&j| is_mesh_init(&inits[j]) || is_native_mesh_proxy(j)).count();
+    let others_at = if selection.first {
+        // After the mesh's own init containers and proxy and the containers another webhook
+        // places (GKE's FUSE sidecar): other init containers may need what those set up.
+        (0..inits.len())
+            .rposition(|j| {
+                is_mesh_init(&inits[j])
+                    || is_native_mesh_proxy(j)
+                    || policy.never_move.iter().any(|n| n == inits[j].name.as_str())
+            })
+            .map_or(0, |j| j + 1)
+    } else {
+        inits.len()
+    };
+    let is_mesh = |profile: &Option<&SidecarProfile>| profile.is_some_and(|p| p.mesh);
+    let mesh_block = selection.moved.iter().filter(|(_, p)| is_mesh(p));
+    let other_block = selection.moved.iter().filter(|(_, p)| !is_mesh(p));
 
-    // Final order of initContainers: existing ones with the moved sidecars inserted at `insert_at`.
-    let mut final_inits: Vec<(&'v Container<'v>, bool, Option<&'v SidecarProfile>)> =
-        inits.iter().map(|c| (c, false, None)).collect();
-    for (k, (i, profile)) in selection.moved.iter().enumerate() {
-        final_inits.insert(insert_at + k, (&containers[*i], true, *profile));
+    // Final order of initContainers: (container, moved, catalogue entry, index in `containers`).
+    type Entry<'v> = (&'v Container<'v>, Option<usize>, Option<&'v SidecarProfile>);
+    let mut final_inits: Vec<Entry<'v>> = Vec::with_capacity(inits.len() + selection.moved.len());
+    let moved_entry = |(i, profile): &(usize, Option<&'v SidecarProfile>)| (&containers[*i], Some(*i), *profile);
+    let existing = inits.iter().zip(&init_profiles).map(|(c, profile)| Some((c, None, *profile)));
+    for (j, entry) in existing.chain([None]).enumerate() {
+        if j == mesh_at {
+            final_inits.extend(mesh_block.clone().map(moved_entry));
+        }
+        if j == others_at {
+            final_inits.extend(other_block.clone().map(moved_entry));
+        }
+        final_inits.extend(entry);
     }
-    let mut remaining: Vec<usize> = (0..containers.len()).collect();
 
+    let mut remaining: Vec<usize> = (0..containers.len()).collect();
     if !selection.moved.is_empty() {
         let init_loc = target.spec_loc.child("initContainers");
         if target.spec.init_containers.is_none() {
             patch.add(&init_loc, Value::Array(Vec::new()));
         }
         let containers_loc = target.spec_loc.child("containers");
-        for (k, (i, _)) in selection.moved.iter().enumerate() {
-            let from = remaining.iter().position(|r| r == i).unwrap_or(*i);
+        // Inserting in the order of the final positions puts each one where it belongs: every
+        // container before it is already in place.
+        let moves: Vec<(usize, usize)> =
+            final_inits.iter().enumerate().filter_map(|(at, (_, from, _))| Some((at, (*from)?))).collect();
+        for &(at, i) in &moves {
+            let from = remaining.iter().position(|r| *r == i).unwrap_or(i);
             remaining.remove(from);
-            patch.move_value(&containers_loc.index(from), &init_loc.index(insert_at + k));
+            patch.move_value(&containers_loc.index(from), &init_loc.index(at));
         }
-        for k in 0..selection.moved.len() {
-            patch.add(&init_loc.index(insert_at + k).child("restartPolicy"), Value::String("Always".into()));
+        for &(at, _) in &moves {
+            patch.add(&init_loc.index(at).child("restartPolicy"), Value::String("Always".into()));
         }
-        for (i, _) in &selection.moved {
+        for &(_, i) in &moves {
             changes.push(Change {
                 kind: ChangeKind::SidecarMoved,
-                container: containers[*i].name.to_string(),
+                container: containers[i].name.to_string(),
                 detail: "moved to initContainers as a native sidecar (restartPolicy: Always)".into(),
             });
         }
@@ -218,10 +255,13 @@ pub(crate) fn apply_moves<'v>(
     let mut slots: Vec<Slot<'v>> = final_inits
         .into_iter()
         .enumerate()
-        .map(|(index, (container, moved, profile))| {
-            // A moved sidecar's catalogue entry was looked up when it was selected.
-            let profile = if moved { profile } else { profile_for(policy, container) };
-            Slot { container, section: Section::Init, index, moved, profile, mesh: profile.is_some_and(|p| p.mesh) }
+        .map(|(index, (container, from, profile))| Slot {
+            container,
+            section: Section::Init,
+            index,
+            moved: from.is_some(),
+            profile,
+            mesh: profile.is_some_and(|p| p.mesh),
         })
         .collect();
     slots.extend(remaining.into_iter().enumerate().map(|(index, i)| {
@@ -230,22 +270,4 @@ pub(crate) fn apply_moves<'v>(
         Slot { container: &containers[i], section: Section::Regular, index, moved: false, profile, mesh }
     }));
     slots
-}
-
-/// Position for `podmedic.io/sidecar-position: first`: after the last init container that belongs
-/// to a service mesh (its iptables init and its own proxy), before every other init container.
-fn first_position(target: &PodTarget<'_>, policy: &Policy) -> usize {
-    target
-        .init_containers()
-        .iter()
-        .rposition(|c| {
-            policy.mesh_init_containers.iter().any(|n| n == c.name.as_str())
-                || (c.is_restartable() && is_mesh_proxy(policy, c))
-        })
-        .map_or(0, |i| i + 1)
-}
-
-/// Whether a container is a service mesh proxy (by the catalogue).
-pub(crate) fn is_mesh_proxy(policy: &Policy, container: &Container<'_>) -> bool {
-    profile_for(policy, container).is_some_and(|p| p.mesh)
 }

@@ -86,7 +86,8 @@ pub struct Metadata<'a> {
     /// Labels (keys and values).
     #[serde(default, borrow)]
     pub labels: Option<StrMap<'a>>,
-    /// Annotations: all keys, but only the values of `podmedic.io/` annotations are kept.
+    /// Annotations: all keys, but only the values of `podmedic.io/` annotations and of the few mesh
+    /// settings the probe rules read ([`crate::annotations::is_read_annotation`]) are kept.
     #[serde(default, borrow, deserialize_with = "podmedic_annotations")]
     pub annotations: Option<StrMap<'a>>,
 }
@@ -97,7 +98,7 @@ impl<'a> Metadata<'a> {
         self.labels.as_ref().and_then(|m| m.get(key))
     }
 
-    /// The value of a `podmedic.io/` annotation (other values are not decoded).
+    /// The value of an annotation podmedic reads (other values are not decoded).
     pub fn annotation(&self, key: &str) -> Option<&str> {
         self.annotations.as_ref().and_then(|m| m.get(key))
     }

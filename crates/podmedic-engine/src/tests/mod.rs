@@ -5,6 +5,7 @@ use serde_json::{Value, json};
 use super::*;
 use crate::annotations::CHANGES_ANNOTATION;
 
+mod meshes;
 mod proxies;
 mod resources;
 mod selection;
