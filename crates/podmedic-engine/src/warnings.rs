@@ -3,7 +3,7 @@
 use crate::kubernetes::ImageRef;
 use crate::mutation::Context;
 use crate::object::Container;
-use crate::resources::Settings;
+use crate::resources::{Settings, has_pod_level_resources, reserves_nothing};
 use crate::sidecars::Selection;
 use crate::target::{PodTarget, Section, Slot};
 
@@ -48,14 +48,9 @@ pub(crate) fn collect(
         }
     }
     if switches.missing_requests && !settings.enabled {
-        let missing: Vec<&str> = slots
-            .iter()
-            .filter(|s| s.container.resources.as_ref().and_then(|r| r.requests.as_ref()).is_none_or(|r| r.is_empty()))
-            .map(|s| s.container.name.as_str())
-            .collect();
-        let pod_level =
-            target.spec.resources.as_ref().is_some_and(|r| r.requests.as_ref().is_some_and(|m| !m.is_empty()));
-        if !missing.is_empty() && !pod_level {
+        let missing: Vec<&str> =
+            slots.iter().filter(|s| reserves_nothing(s.container)).map(|s| s.container.name.as_str()).collect();
+        if !missing.is_empty() && !has_pod_level_resources(target) {
             warnings.push(format!(
                 "no resource requests on {}: the scheduler reserves nothing for them; set requests",
                 missing.join(", ")
