@@ -32,6 +32,7 @@ pub mod policy;
 mod ports;
 mod probes;
 mod proxies;
+mod record;
 mod resources;
 mod sidecars;
 mod target;
@@ -43,6 +44,7 @@ pub use mutation::{Change, ChangeKind, Context, MutateError, Mutation};
 pub use patch::{Location, PatchBuilder, escape_pointer_token};
 pub use policy::Policy;
 pub use probes::{STARTUP_FAILURE_THRESHOLD, STARTUP_PERIOD_SECONDS};
+pub use record::MAX_CHANGES_LEN;
 pub use warnings::{MAX_WARNING_LEN, shorten as shorten_warning};
 
 /// Computes the mutation for an object given as raw JSON text.

@@ -228,3 +228,21 @@ spec:
     assert!(w.iter().any(|w| w.contains("podFailurePolicy rule 0")), "{w:?}");
     assert!(w.iter().all(|w| w.len() < 120));
 }
+
+#[test]
+fn the_changes_record_is_rewritten_not_appended_to() {
+    // A Pod from a Job whose template podmedic fixed: the template's record came along, and a
+    // sidecar a later webhook added is moved now.
+    let earlier = "fluent-bit: moved to initContainers as a native sidecar (restartPolicy: Always); ... and 3 more";
+    let manifest = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  annotations: {{podmedic.io/changes: '{earlier}'}}\nspec:\n  restartPolicy: Never\n  initContainers:\n  - {{name: fluent-bit, image: 'fluent/fluent-bit:3.1', restartPolicy: Always}}\n  containers:\n  - {{name: main, image: 'app:1'}}\n  - {{name: vector, image: 'timberio/vector:0.40.0-distroless-libc'}}\n"
+    );
+    let r = run(&manifest);
+    let record = r.after["metadata"]["annotations"][CHANGES_ANNOTATION].as_str().unwrap();
+    assert_eq!(
+        record,
+        "fluent-bit: moved to initContainers as a native sidecar (restartPolicy: Always); \
+         vector: moved to initContainers as a native sidecar (restartPolicy: Always); \
+         vector: no startup probe (no TCP containerPort declared); ... and 3 more"
+    );
+}
