@@ -1,6 +1,6 @@
 //! Short, actionable warnings about what podmedic saw but cannot safely fix.
 
-use crate::kubernetes::ImageRef;
+use crate::kubernetes::{ImageRef, NativeSidecars};
 use crate::mutation::Context;
 use crate::object::Container;
 use crate::resources::{Settings, has_pod_level_resources, reserves_nothing};
@@ -65,6 +65,18 @@ pub(crate) fn collect(
                     slot.container.name
                 ));
             }
+        }
+    }
+    // An older kubelet runs a restartable init container as an ordinary one and waits for it to
+    // exit, which a sidecar never does.
+    if let NativeSidecars::Unavailable(reason) = ctx.native_sidecars {
+        let native: Vec<&str> =
+            target.init_containers().iter().filter(|c| c.is_restartable()).map(|c| c.name.as_str()).collect();
+        if !native.is_empty() {
+            warnings.push(format!(
+                "native sidecars {} hang in Init on kubelets older than 1.29 ({reason})",
+                native.join(", ")
+            ));
         }
     }
     let has_sidecars = slots.iter().any(Slot::is_native_sidecar);

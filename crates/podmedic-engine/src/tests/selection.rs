@@ -232,3 +232,17 @@ fn older_clusters_get_a_warning_and_no_move() {
     assert!(r.mutation.patch.0.is_empty());
     assert!(r.mutation.warnings.iter().any(|w| w.contains("native sidecars are not available") && w.contains("1.28")));
 }
+
+#[test]
+fn existing_native_sidecars_are_warned_about_where_nodes_cannot_run_them() {
+    // Istio 1.27 injected its proxy as a native sidecar; then a 1.28 node pool joined.
+    let manifest = "apiVersion: v1\nkind: Pod\nmetadata: {name: web}\nspec:\n  initContainers:\n  - {name: istio-init, image: 'docker.io/istio/proxyv2:1.27.0'}\n  - {name: istio-proxy, image: 'docker.io/istio/proxyv2:1.27.0', restartPolicy: Always}\n  containers:\n  - {name: web, image: 'nginx:1.27', resources: {requests: {cpu: 100m}}}\n";
+    let old = NativeSidecars::Unavailable("node pool-b-1 runs kubelet v1.28.9".into());
+    let r = run_with(manifest, &Policy::builtin(), old, None);
+    assert!(r.mutation.patch.0.is_empty());
+    let warning =
+        "native sidecars istio-proxy hang in Init on kubelets older than 1.29 (node pool-b-1 runs kubelet v1.28.9)";
+    assert!(r.mutation.warnings.iter().any(|w| w == warning), "{:?}", r.mutation.warnings);
+    let r = run_with(manifest, &Policy::builtin(), NativeSidecars::Available, None);
+    assert!(r.mutation.warnings.iter().all(|w| !w.contains("hang in Init")), "{:?}", r.mutation.warnings);
+}
