@@ -7,12 +7,12 @@
 
 use serde_json::{Value, json};
 
-use crate::meshes::{self, HttpProbe};
+use crate::meshes::{self, HttpProbe, ProbeRules};
 use crate::mutation::{Change, ChangeKind, Context};
 use crate::patch::PatchBuilder;
 use crate::policy::{Policy, ProbeProfile};
 use crate::ports::PodPorts;
-use crate::proxies::{ProxyKind, Setting, apply_settings, enable_health_check};
+use crate::proxies::{ProxyKind, Setting, apply_settings, enable_health_check, exit_zero_on_sigterm};
 use crate::target::{PodTarget, Section, Slot};
 
 /// Startup probe period.
@@ -20,8 +20,9 @@ pub const STARTUP_PERIOD_SECONDS: u32 = 1;
 /// Startup probe failures tolerated: 60 × 1 s gives a sidecar a minute to start.
 pub const STARTUP_FAILURE_THRESHOLD: u32 = 60;
 
-/// Adds startup probes to the sidecars moved in this mutation, and switches on the health server
-/// of the database proxies among them, each on a port free in the Pod.
+/// Adds startup probes to the sidecars moved in this mutation, switches on the health server of
+/// the database proxies among them (each on a port free in the Pod), and makes those proxies exit
+/// 0 when the kubelet stops them, where their version is known to have the flag.
 pub(crate) fn add_startup_probes(
     target: &PodTarget<'_>,
     slots: &[Slot<'_>],
@@ -31,100 +32,124 @@ pub(crate) fn add_startup_probes(
     notes: &mut Vec<String>,
     warnings: &mut Vec<String>,
 ) {
+    let moved = || slots.iter().filter(|s| s.moved).map(|s| s.container.name.as_str()).collect::<Vec<_>>().join(", ");
     // A sidecar that starts before a mesh proxy sees its traffic redirected to a proxy that is not
     // running; with a startup probe it would never become ready and the Pod would stay in Init.
+    let mut probes_allowed = true;
     if let Some(mesh) = slots.iter().find(|s| s.section == Section::Regular && s.mesh) {
-        let moved: Vec<&str> = slots.iter().filter(|s| s.moved).map(|s| s.container.name.as_str()).collect();
         notes.push(format!(
             "no startup probe on {}: mesh proxy {} stays a regular container",
-            moved.join(", "),
+            moved(),
             mesh.container.name
         ));
-        return;
+        probes_allowed = false;
     }
     // On the node's network a health server listens on every node interface (--http-address=0.0.0.0
     // is what makes it reachable) and races the node's own services for its port.
-    if target.spec.host_network == Some(true) {
-        let moved: Vec<&str> = slots.iter().filter(|s| s.moved).map(|s| s.container.name.as_str()).collect();
+    if probes_allowed && target.spec.host_network == Some(true) {
         notes.push(format!(
             "no health flags and no startup probe on {}: hostNetwork is on, where a health endpoint would listen on \
              every node interface and race the node's services for its port",
-            moved.join(", ")
+            moved()
         ));
-        return;
+        probes_allowed = false;
     }
     let mut ports = PodPorts::of(slots);
     let rules = meshes::probe_rules(target, slots, policy);
     for (index, slot) in slots.iter().enumerate().filter(|(_, s)| s.moved) {
         let c = slot.container;
-        if c.startup_probe {
-            continue;
-        }
-        let profile = slot.profile.map(|p| &p.startup_probe).unwrap_or(&ProbeProfile::FirstContainerPort);
         let at = slot.location(&target.spec_loc);
-        // A mesh's own proxy is probed on its own health port, which its mesh never intercepts.
-        if !slot.mesh {
-            let http = matches!(profile, ProbeProfile::HttpGet { .. }) || ProxyKind::of(profile).is_some();
-            let blocked = match (&rules.http, &rules.no_tcp) {
-                (HttpProbe::Never(why), _) if http => Some(why),
-                (_, Some(why)) if !http => Some(why),
-                _ => None,
-            };
-            if let Some(why) = blocked {
-                notes.push(format!("{}: no startup probe ({why})", c.name));
-                continue;
-            }
-        }
-        let plan = match profile {
-            ProbeProfile::None => continue,
-            ProbeProfile::HttpGet { path, port } => Ok(ProbePlan::http(path, *port)),
-            ProbeProfile::TcpSocket { port } => Ok(ProbePlan::tcp(*port)),
-            ProbeProfile::FirstContainerPort => c
-                .ports()
-                .iter()
-                .filter(|p| p.is_tcp())
-                .find_map(|p| u16::try_from(p.container_port).ok().filter(|port| *port != 0))
-                .map(ProbePlan::tcp)
-                .ok_or_else(|| "no TCP containerPort declared".to_owned()),
-            proxy => match ProxyKind::of(proxy) {
-                Some(kind) => enable_health_check(c, kind, ports.health_of(index), &mut ports).map(|health| {
-                    let mut plan = ProbePlan::http("/startup", health.port);
-                    plan.settings = health.settings;
-                    plan
-                }),
-                None => continue,
-            },
-        };
-        let plan = match (&rules.http, plan) {
-            (HttpProbe::ViaKuma(proxy_port), Ok(plan)) if !slot.mesh => Ok(plan.via_kuma(*proxy_port)),
-            (_, plan) => plan,
-        };
-        match plan {
-            Ok(plan) => {
-                apply_settings(c, &at, &plan.settings, patch);
-                if !plan.settings.is_empty() {
-                    let shown: Vec<String> = plan.settings.iter().map(Setting::describe).collect();
-                    changes.push(Change {
-                        kind: ChangeKind::HealthCheckEnabled,
-                        container: c.name.to_string(),
-                        detail: format!("health check enabled ({})", shown.join(" ")),
-                    });
-                }
-                patch.add(&at.child("startupProbe"), plan.probe());
-                changes.push(Change {
-                    kind: ChangeKind::ProbeAdded,
-                    container: c.name.to_string(),
-                    detail: format!("startupProbe {}", plan.describe()),
-                });
-            }
-            Err(reason) => {
-                notes.push(format!("{}: no startup probe ({reason})", c.name));
+        let plan = if probes_allowed && !c.startup_probe {
+            startup_plan(slot, ports.health_of(index), &rules, &mut ports).unwrap_or_else(|reason| {
                 if reason.contains("not reachable") {
                     warnings.push(format!("container {}: {reason}; no startup probe added", c.name));
                 }
+                notes.push(format!("{}: no startup probe ({reason})", c.name));
+                None
+            })
+        } else {
+            None
+        };
+        let proxy = slot.profile.and_then(|p| ProxyKind::of(&p.startup_probe));
+        let exit_zero = proxy.and_then(|kind| exit_zero_on_sigterm(c, kind)).and_then(|found| match found {
+            Ok(setting) => Some(setting),
+            Err(note) => {
+                notes.push(format!("{}: {note}", c.name));
+                None
             }
+        });
+
+        let health = plan.as_ref().map(|p| p.settings.as_slice()).unwrap_or_default();
+        let all: Vec<&Setting> = health.iter().chain(&exit_zero).collect();
+        apply_settings(c, &at, &all, patch);
+        if !health.is_empty() {
+            let shown: Vec<String> = health.iter().map(Setting::describe).collect();
+            changes.push(Change {
+                kind: ChangeKind::HealthCheckEnabled,
+                container: c.name.to_string(),
+                detail: format!("health check enabled ({})", shown.join(" ")),
+            });
+        }
+        if let Some(setting) = &exit_zero {
+            changes.push(Change {
+                kind: ChangeKind::ExitZeroOnSigterm,
+                container: c.name.to_string(),
+                detail: format!("exits 0 instead of 143 when stopped ({})", setting.describe()),
+            });
+        }
+        if let Some(plan) = plan {
+            patch.add(&at.child("startupProbe"), plan.probe());
+            changes.push(Change {
+                kind: ChangeKind::ProbeAdded,
+                container: c.name.to_string(),
+                detail: format!("startupProbe {}", plan.describe()),
+            });
         }
     }
+}
+
+/// The startup probe of one moved sidecar (`None`: its catalogue entry wants none), or why it gets
+/// none. `own` is the health port the container binds now.
+fn startup_plan(
+    slot: &Slot<'_>,
+    own: Option<u16>,
+    rules: &ProbeRules,
+    ports: &mut PodPorts,
+) -> Result<Option<ProbePlan>, String> {
+    let c = slot.container;
+    let profile = slot.profile.map(|p| &p.startup_probe).unwrap_or(&ProbeProfile::FirstContainerPort);
+    // A mesh's own proxy is probed on its own health port, which its mesh never intercepts.
+    if !slot.mesh {
+        let http = matches!(profile, ProbeProfile::HttpGet { .. }) || ProxyKind::of(profile).is_some();
+        match (&rules.http, &rules.no_tcp) {
+            (HttpProbe::Never(why), _) if http => return Err(why.clone()),
+            (_, Some(why)) if !http => return Err(why.clone()),
+            _ => {}
+        }
+    }
+    let plan = match profile {
+        ProbeProfile::None => return Ok(None),
+        ProbeProfile::HttpGet { path, port } => ProbePlan::http(path, *port),
+        ProbeProfile::TcpSocket { port } => ProbePlan::tcp(*port),
+        ProbeProfile::FirstContainerPort => c
+            .ports()
+            .iter()
+            .filter(|p| p.is_tcp())
+            .find_map(|p| u16::try_from(p.container_port).ok().filter(|port| *port != 0))
+            .map(ProbePlan::tcp)
+            .ok_or_else(|| "no TCP containerPort declared".to_owned())?,
+        proxy => match ProxyKind::of(proxy) {
+            Some(kind) => {
+                let health = enable_health_check(c, kind, own, ports)?;
+                ProbePlan { settings: health.settings, ..ProbePlan::http("/startup", health.port) }
+            }
+            None => return Ok(None),
+        },
+    };
+    Ok(Some(match &rules.http {
+        HttpProbe::ViaKuma(proxy_port) if !slot.mesh => plan.via_kuma(*proxy_port),
+        _ => plan,
+    }))
 }
 
 /// A startup probe and the settings the sidecar needs for it.

@@ -76,7 +76,7 @@ impl Setting {
 
 /// Adds the flags to `args` and the variables to `env`, creating each list once when it is missing;
 /// flags go before a `--` terminator when there is one.
-pub(crate) fn apply_settings(c: &Container<'_>, at: &Location, settings: &[Setting], patch: &mut PatchBuilder) {
+pub(crate) fn apply_settings(c: &Container<'_>, at: &Location, settings: &[&Setting], patch: &mut PatchBuilder) {
     let args: Vec<Value> =
         settings.iter().filter_map(|s| if let Setting::Arg(a) = s { Some(json!(a)) } else { None }).collect();
     let env: Vec<Value> = settings
@@ -452,6 +452,9 @@ fn choose_port(preferred: u16, own: Option<u16>, ports: &mut PodPorts) -> Result
         }
     }
 }
+
+mod exit_code;
+pub(crate) use exit_code::exit_zero_on_sigterm;
 
 #[cfg(test)]
 mod tests;

@@ -2,6 +2,7 @@
 
 use serde::Deserialize;
 
+use super::exit_code::release_of;
 use super::*;
 
 fn bound(kind: Option<ProxyKind>, yaml: &str) -> (Option<u16>, Vec<u16>) {
@@ -94,4 +95,15 @@ fn cloud_sql_v1_listens_where_its_instances_say() {
     );
     assert_eq!((health, others), (Some(8090), vec![3306, 5432]));
     assert_eq!(bound(v1, "{name: p, command: [/cloud_sql_proxy, -health_check_port=8100]}").0, Some(8100));
+}
+
+#[test]
+fn only_release_tags_name_a_version() {
+    assert_eq!(release_of("2.14.1"), Some((2, 14, 1)));
+    assert_eq!(release_of("2.14.1-alpine"), Some((2, 14, 1)));
+    assert_eq!(release_of("1.11.2-bullseye"), Some((1, 11, 2)));
+    assert_eq!(release_of("2.6"), Some((2, 6, 0)), "a floating minor tag is at least its .0");
+    for unknown in ["latest", "2", "1-alpine", "2.0.0-preview.3", "2.0.0.preview.3", "v2.14.1", "+2.6.0", "2..1", ""] {
+        assert_eq!(release_of(unknown), None, "{unknown}");
+    }
 }

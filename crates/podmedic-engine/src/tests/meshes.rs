@@ -60,7 +60,11 @@ fn with_istio_no_http_probe_and_no_health_flags_on_other_sidecars() {
     );
     let proxy = init_named(&r, "cloud-sql-proxy");
     assert!(proxy.get("startupProbe").is_none());
-    assert_eq!(proxy["args"], json!(["acme:eu:db"]), "no health flags for a probe that is not added");
+    assert_eq!(
+        proxy["args"],
+        json!(["acme:eu:db", "--exit-zero-on-sigterm"]),
+        "no health flags for a probe that is not added (the exit-code flag is no health flag)"
+    );
     assert_eq!(init_named(&r, "fluent-bit")["startupProbe"]["tcpSocket"]["port"], 2020, "TCP is not intercepted away");
     let changes = r.after["metadata"]["annotations"][CHANGES_ANNOTATION].as_str().unwrap();
     assert!(changes.contains("cloud-sql-proxy: no startup probe (Istio's proxy would intercept it"), "{changes}");

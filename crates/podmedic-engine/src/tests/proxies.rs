@@ -35,7 +35,9 @@ fn user_health_settings_are_kept_and_used() {
         "  containers:\n  - {name: main, image: 'app:1'}\n  - {name: proxy, image: 'gcr.io/cloud-sql-connectors/cloud-sql-proxy:2.8.0', args: ['--health-check', '--http-address', '0.0.0.0', '--http-port=8181', 'p:r:i']}\n",
     );
     let r = run(&manifest);
-    assert_eq!(moved_proxy(&r)["args"], r.before["spec"]["containers"][1]["args"], "args unchanged");
+    let mut args = r.before["spec"]["containers"][1]["args"].as_array().unwrap().clone();
+    args.push(json!("--exit-zero-on-sigterm"));
+    assert_eq!(moved_proxy(&r)["args"], json!(args), "the user's health flags unchanged, none added");
     assert_eq!(moved_proxy(&r)["startupProbe"]["httpGet"]["port"], 8181);
 }
 
@@ -48,7 +50,9 @@ fn unreachable_or_disabled_health_endpoints_get_no_probe() {
         let r = run(&manifest);
         assert_eq!(moved_proxy(&r)["restartPolicy"], "Always", "still moves");
         assert!(moved_proxy(&r).get("startupProbe").is_none(), "{args}");
-        assert_eq!(moved_proxy(&r)["args"], r.before["spec"]["containers"][1]["args"]);
+        let mut args = r.before["spec"]["containers"][1]["args"].as_array().unwrap().clone();
+        args.push(json!("--exit-zero-on-sigterm"));
+        assert_eq!(moved_proxy(&r)["args"], json!(args), "no health flags");
     }
 }
 
@@ -59,7 +63,7 @@ fn existing_startup_probes_are_never_replaced() {
     );
     let r = run(&manifest);
     assert_eq!(moved_proxy(&r)["startupProbe"], json!({"tcpSocket": {"port": 5432}, "periodSeconds": 7}));
-    assert!(moved_proxy(&r).get("args").is_none());
+    assert_eq!(moved_proxy(&r)["args"], json!(["--exit-zero-on-sigterm"]), "no health flags");
 }
 
 #[test]
@@ -68,7 +72,10 @@ fn all_health_flags_land_when_the_sidecar_has_no_args_or_env() {
         "  containers:\n  - {name: main, image: 'app:1', ports: [{containerPort: 9090}]}\n  - name: proxy\n    image: gcr.io/cloud-sql-connectors/cloud-sql-proxy:2.8.0\n    command: [/cloud-sql-proxy, 'p:r:i']\n",
     );
     let r = run(&manifest);
-    assert_eq!(moved_proxy(&r)["args"], json!(["--health-check", "--http-address=0.0.0.0", "--http-port=9091"]));
+    assert_eq!(
+        moved_proxy(&r)["args"],
+        json!(["--health-check", "--http-address=0.0.0.0", "--http-port=9091", "--exit-zero-on-sigterm"])
+    );
     assert_eq!(moved_proxy(&r)["startupProbe"]["httpGet"]["port"], 9091);
     let terminated = pod(
         "  containers:\n  - {name: main, image: 'app:1'}\n  - {name: proxy, image: 'gcr.io/cloud-sql-connectors/cloud-sql-proxy:2.8.0', args: ['--port=5432', '--', 'p:r:i']}\n",
@@ -76,7 +83,7 @@ fn all_health_flags_land_when_the_sidecar_has_no_args_or_env() {
     let r = run(&terminated);
     assert_eq!(
         moved_proxy(&r)["args"],
-        json!(["--port=5432", "--health-check", "--http-address=0.0.0.0", "--", "p:r:i"])
+        json!(["--port=5432", "--health-check", "--http-address=0.0.0.0", "--exit-zero-on-sigterm", "--", "p:r:i"])
     );
 }
 
@@ -108,7 +115,7 @@ spec:
     let r = run(manifest);
     assert_eq!(names(&r.after["spec"]["containers"]), ["main", "istio-proxy"]);
     assert!(moved_proxy(&r).get("startupProbe").is_none());
-    assert!(moved_proxy(&r).get("args").is_none());
+    assert_eq!(moved_proxy(&r)["args"], json!(["--exit-zero-on-sigterm"]), "no health flags");
 }
 
 /// The init container of the patched object with this name.
@@ -198,7 +205,11 @@ fn a_proxy_with_the_health_check_on_keeps_9090_unless_another_container_has_it()
         "  containers:\n  - {name: main, image: 'app:1'}\n  - {name: proxy, image: 'gcr.io/cloud-sql-connectors/cloud-sql-proxy:2.8.0', args: ['--health-check', '--http-address=0.0.0.0', 'p:r:i']}\n",
     );
     let r = run(&own);
-    assert_eq!(moved_proxy(&r)["args"], r.before["spec"]["containers"][1]["args"], "nothing to add");
+    assert_eq!(
+        moved_proxy(&r)["args"],
+        json!(["--health-check", "--http-address=0.0.0.0", "p:r:i", "--exit-zero-on-sigterm"]),
+        "nothing to add for the health check"
+    );
     assert_eq!(probe_port(moved_proxy(&r)), 9090);
     // Two proxies with the health check on both bind 9090 today: one of them moves off it.
     let both = pod(
@@ -244,7 +255,11 @@ spec:
     let r = run(manifest);
     let spec = &r.after["spec"]["template"]["spec"];
     assert_eq!(names(&spec["initContainers"]), ["cloud-sql-proxy", "fluent-bit"], "they still move");
-    assert_eq!(init(&r, "cloud-sql-proxy")["args"], json!(["acme:eu:db?port=15432"]), "no health flags");
+    assert_eq!(
+        init(&r, "cloud-sql-proxy")["args"],
+        json!(["acme:eu:db?port=15432", "--exit-zero-on-sigterm"]),
+        "no health flags"
+    );
     assert!(spec["initContainers"].as_array().unwrap().iter().all(|c| c.get("startupProbe").is_none()));
     let changes = r.after["metadata"]["annotations"][CHANGES_ANNOTATION].as_str().unwrap();
     assert!(
@@ -287,4 +302,74 @@ spec:
         "{changes}"
     );
     assert!(changes.contains("alloydb-proxy: no startup probe (it reads a config file"), "{changes}");
+}
+
+/// The moved proxy of a Pod with one main container and this proxy container (YAML flow map).
+fn proxy_after(proxy: &str) -> Run {
+    run(&pod(&format!("  containers:\n  - {{name: main, image: 'app:1'}}\n  - {proxy}\n")))
+}
+
+fn has_arg(c: &Value, arg: &str) -> bool {
+    c["args"].as_array().is_some_and(|a| a.iter().any(|x| x == arg))
+}
+
+#[test]
+fn proxies_known_to_be_new_enough_exit_zero_when_stopped() {
+    let cases = [
+        ("gcr.io/cloud-sql-connectors/cloud-sql-proxy:2.14.1", Some("--exit-zero-on-sigterm")),
+        ("gcr.io/cloud-sql-connectors/cloud-sql-proxy:2.6.0-alpine", Some("--exit-zero-on-sigterm")),
+        ("gcr.io/cloud-sql-connectors/cloud-sql-proxy:2.6", Some("--exit-zero-on-sigterm")),
+        ("gcr.io/cloud-sql-connectors/cloud-sql-proxy:2.11.0@sha256:4a5b", Some("--exit-zero-on-sigterm")),
+        ("gcr.io/cloud-sql-connectors/cloud-sql-proxy:2.5.0", None),
+        ("gcr.io/cloud-sql-connectors/cloud-sql-proxy:2", None),
+        ("gcr.io/cloud-sql-connectors/cloud-sql-proxy:latest", None),
+        ("gcr.io/cloud-sql-connectors/cloud-sql-proxy", None),
+        ("gcr.io/cloud-sql-connectors/cloud-sql-proxy@sha256:4a5b", None),
+        ("gcr.io/cloud-sql-connectors/cloud-sql-proxy:2.0.0-preview.3", None),
+        // AlloyDB spells it without "on"; the Cloud SQL spelling would stop it from starting.
+        ("gcr.io/alloydb-connectors/alloydb-auth-proxy:1.11.2-bullseye", Some("--exit-zero-sigterm")),
+        ("gcr.io/alloydb-connectors/alloydb-auth-proxy:1.10.1", None),
+        ("gcr.io/alloydb-connectors/alloydb-auth-proxy:1", None),
+        ("gcr.io/cloudsql-docker/gce-proxy:1.37.0", None),
+    ];
+    for (image, flag) in cases {
+        let r = proxy_after(&format!("{{name: proxy, image: '{image}'}}"));
+        let proxy = moved_proxy(&r);
+        let exit_flags = ["--exit-zero-on-sigterm", "--exit-zero-sigterm"];
+        let added: Vec<&str> = exit_flags.iter().copied().filter(|f| has_arg(proxy, f)).collect();
+        assert_eq!(added, flag.into_iter().collect::<Vec<_>>(), "{image}");
+        let record = r.after["metadata"]["annotations"][CHANGES_ANNOTATION].as_str().unwrap();
+        match flag {
+            Some(flag) => {
+                assert!(record.contains(&format!("proxy: exits 0 instead of 143 when stopped ({flag})")), "{record}")
+            }
+            None if !image.contains("gce-proxy") => {
+                assert!(record.contains("proxy: exits with code 143 when stopped"), "{record}")
+            }
+            None => {}
+        }
+    }
+}
+
+#[test]
+fn an_exit_code_setting_of_the_user_is_never_overridden() {
+    for proxy in [
+        "{name: proxy, image: 'gcr.io/cloud-sql-connectors/cloud-sql-proxy:2.14.1', args: ['--exit-zero-on-sigterm=false', 'a:b:c']}",
+        "{name: proxy, image: 'gcr.io/cloud-sql-connectors/cloud-sql-proxy:2.14.1', env: [{name: CSQL_PROXY_EXIT_ZERO_ON_SIGTERM, value: 'false'}]}",
+        "{name: proxy, image: 'gcr.io/cloud-sql-connectors/cloud-sql-proxy:2.14.1', envFrom: [{secretRef: {name: proxy}}]}",
+        "{name: proxy, image: 'gcr.io/cloud-sql-connectors/cloud-sql-proxy:2.14.1', command: [sh, -c, 'exec /cloud-sql-proxy a:b:c']}",
+    ] {
+        let r = proxy_after(proxy);
+        assert!(r.mutation.changes.iter().all(|c| c.kind != ChangeKind::ExitZeroOnSigterm), "{proxy}");
+        let proxy_after = moved_proxy(&r);
+        let set_by_env = proxy_after["env"].as_array().into_iter().flatten();
+        assert!(set_by_env.filter(|e| e["name"] == "CSQL_PROXY_EXIT_ZERO_ON_SIGTERM").count() <= 1, "{proxy}");
+        assert!(!has_arg(proxy_after, "--exit-zero-on-sigterm"), "{proxy}");
+    }
+    // The environment form gets the variable, not a flag.
+    let r = proxy_after(
+        "{name: proxy, image: 'gcr.io/cloud-sql-connectors/cloud-sql-proxy:2.14.1', env: [{name: CSQL_PROXY_INSTANCE_CONNECTION_NAME, value: 'a:b:c'}]}",
+    );
+    assert_eq!(env_value(moved_proxy(&r), "CSQL_PROXY_EXIT_ZERO_ON_SIGTERM"), Some("true"));
+    assert!(moved_proxy(&r).get("args").is_none());
 }
