@@ -1,9 +1,11 @@
 //! `podmedic audit`: what podmedic would do in a live cluster, before anyone labels a namespace.
 //!
 //! It lists the Jobs, CronJobs and run-to-completion Pods that the engine would change, with the
-//! changes, and the Jobs that look stuck because of a sidecar: a Pod whose main containers have
-//! finished while a container the engine would treat as a sidecar keeps running, so the Job never
-//! completes. It also says whether the cluster can run native sidecars at all.
+//! changes (and a note where a VerticalPodAutoscaler sizes a sidecar that would move: released
+//! VPAs ignore init containers, `vpa.rs`), and the Jobs that look stuck because of a sidecar: a
+//! Pod whose main containers have finished while a container the engine would treat as a sidecar
+//! keeps running, so the Job never completes. It also says whether the cluster can run native
+//! sidecars at all.
 //!
 //! Fetching is a thin layer (`read.rs`): Jobs, CronJobs and Pods are read as raw JSON and handed to
 //! the engine as the API server sent them, the way the webhook receives them, so no field is lost
@@ -15,6 +17,7 @@
 mod read;
 mod report;
 mod table;
+mod vpa;
 
 pub use report::{
     AuditReport, CapabilityReport, ClusterObjects, FinishedContainer, StuckJob, StuckPod, WouldChange, build_report,
@@ -31,7 +34,7 @@ use k8s_openapi::jiff::Timestamp;
 use podmedic_engine::Policy;
 
 use crate::cluster;
-use read::{read_capability, read_objects};
+use read::{read_capability, read_objects, read_vpas};
 
 /// How `podmedic audit` prints its report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,7 +74,8 @@ pub async fn run(config: &AuditConfig) -> anyhow::Result<ExitCode> {
 
     let mut notes = Vec::new();
     let capability = read_capability(&client, &mut notes).await?;
-    let objects = read_objects(&client, namespace.as_deref(), &mut notes).await?;
+    let mut objects = read_objects(&client, namespace.as_deref(), &mut notes).await?;
+    objects.vpas = read_vpas(&client, namespace.as_deref(), &mut notes).await;
     let report = build_report(&objects, &policy, capability, notes);
     match config.output {
         OutputFormat::Table => print!("{}", render_table(&report, Timestamp::now())),

@@ -11,6 +11,8 @@ use podmedic_engine::{Change, ChangeKind, Context, NamespaceSettings, NativeSide
 use serde::Serialize;
 use serde_json::Value;
 
+use super::vpa::vpa_notes;
+
 /// Everything `podmedic audit` reports.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -74,6 +76,8 @@ pub struct WouldChange {
     pub changes: Vec<Change>,
     /// The warnings the engine would return.
     pub warnings: Vec<String>,
+    /// What else to know: a VerticalPodAutoscaler that stops sizing a sidecar once it moves.
+    pub notes: Vec<String>,
 }
 
 /// A Job that looks stuck: its Pod's main containers finished, a sidecar still runs.
@@ -125,6 +129,8 @@ pub struct ClusterObjects {
     pub cron_jobs: Vec<Value>,
     /// Run-to-completion Pods in scope (restartPolicy Never or OnFailure).
     pub pods: Vec<Value>,
+    /// VerticalPodAutoscalers in scope (none where the VPA is not installed).
+    pub vpas: Vec<Value>,
 }
 
 /// Whether a Pod looks stuck on a sidecar: it is `Running`, runs to completion, every main
@@ -227,13 +233,22 @@ pub fn build_report(
         if mutation.changes.is_empty() {
             return;
         }
+        let name = text(object, "/metadata/name").unwrap_or_default().to_owned();
+        let moved: Vec<&str> = mutation
+            .changes
+            .iter()
+            .filter(|c| c.kind == ChangeKind::SidecarMoved)
+            .map(|c| c.container.as_str())
+            .collect();
+        let notes = vpa_notes(&objects.vpas, &namespace, kind, &name, &moved);
         would_change.push(WouldChange {
             namespace,
             kind: kind.to_owned(),
-            name: text(object, "/metadata/name").unwrap_or_default().to_owned(),
+            name,
             namespace_enabled: ns.map(|(enabled, _)| *enabled),
             changes: mutation.changes,
             warnings: mutation.warnings,
+            notes,
         });
     };
     for cron_job in &objects.cron_jobs {
