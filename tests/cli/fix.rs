@@ -101,3 +101,77 @@ fn directories_are_read_recursively_in_name_order() {
     let check = podmedic(&["fix", "--check", dir.path().to_str().unwrap()], None);
     assert_eq!(check.status.code(), Some(1));
 }
+
+/// `podmedic fix` on one fixture; the fixed object.
+fn fixed(args: &[&str]) -> serde_json::Value {
+    let out = podmedic(&[&["fix", "-o", "json"], args].concat(), None);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn by_name<'v>(list: &'v serde_json::Value, name: &str) -> &'v serde_json::Value {
+    list.as_array().unwrap().iter().find(|c| c["name"] == name).unwrap()
+}
+
+#[test]
+fn two_proxies_in_one_pod_get_two_health_ports() {
+    let pod = fixed(&[&fixture("two-cloud-sql-proxies-pod.yaml")]);
+    let inits = &pod["spec"]["initContainers"];
+    let orders = by_name(inits, "cloud-sql-auth-proxy-orders");
+    let billing = by_name(inits, "cloud-sql-auth-proxy-billing");
+    assert_eq!(orders["restartPolicy"], "Always");
+    assert_eq!(orders["startupProbe"]["httpGet"]["port"], 9090);
+    assert_eq!(billing["startupProbe"]["httpGet"]["port"], 9091, "each proxy is probed on its own port");
+    let billing_env = billing["env"].as_array().unwrap();
+    assert!(billing_env.iter().any(|e| e["name"] == "CSQL_PROXY_HTTP_PORT" && e["value"] == "9091"));
+    // The floating :2 tag may not have the exit-code flag; 2.14.1 has it.
+    assert!(!orders["args"].as_array().unwrap().iter().any(|a| a == "--exit-zero-on-sigterm"));
+    assert!(billing_env.iter().any(|e| e["name"] == "CSQL_PROXY_EXIT_ZERO_ON_SIGTERM" && e["value"] == "true"));
+    assert_eq!(pod["spec"]["containers"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn a_host_network_job_gets_no_health_flags_and_no_probe() {
+    let job = fixed(&[&fixture("host-network-job.yaml")]);
+    let spec = &job["spec"]["template"]["spec"];
+    let proxy = by_name(&spec["initContainers"], "cloud-sql-proxy");
+    assert_eq!(proxy["restartPolicy"], "Always");
+    assert!(proxy.get("startupProbe").is_none());
+    assert_eq!(
+        proxy["args"],
+        serde_json::json!([
+            "--structured-logs",
+            "--port=15432",
+            "acme:europe-west1:inventory",
+            "--exit-zero-on-sigterm"
+        ])
+    );
+    let record = job["metadata"]["annotations"]["podmedic.io/changes"].as_str().unwrap();
+    assert!(record.contains("no health flags and no startup probe on cloud-sql-proxy: hostNetwork is on"), "{record}");
+}
+
+#[test]
+fn a_limits_only_job_keeps_its_limits_as_its_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(
+        &policy,
+        "apiVersion: podmedic.io/v1alpha1\nkind: Policy\ndefaultRequests: {enabled: true, containers: {cpu: 100m, memory: 128Mi}, sidecars: {cpu: 50m, memory: 64Mi}}\n",
+    )
+    .unwrap();
+    let job = fixed(&["--policy", policy.to_str().unwrap(), &fixture("limits-only-job.yaml")]);
+    let spec = &job["spec"]["template"]["spec"];
+    assert_eq!(
+        by_name(&spec["containers"], "export")["resources"],
+        serde_json::json!({"limits": {"cpu": "2", "memory": "4Gi"}})
+    );
+    assert_eq!(
+        by_name(&spec["initContainers"], "cloud-sql-proxy")["resources"],
+        serde_json::json!({"limits": {"cpu": "500m", "memory": "256Mi"}})
+    );
+    // The defaults are on: a container with neither requests nor limits gets them.
+    assert_eq!(
+        by_name(&spec["containers"], "uploader")["resources"],
+        serde_json::json!({"requests": {"cpu": "100m", "memory": "128Mi"}})
+    );
+}

@@ -20,8 +20,12 @@ pub const PREFIX: &str = key!("");
 pub const ENABLED_LABEL: &str = key!("enabled");
 /// Annotation that turns podmedic off for one object or pod template.
 pub const SKIP_ANNOTATION: &str = key!("skip");
-/// Annotation naming the containers that are long-running sidecars (comma separated).
+/// Annotation naming containers that are long-running sidecars (comma separated), in addition to
+/// the ones the catalogue recognises.
 pub const SIDECARS_ANNOTATION: &str = key!("sidecars");
+/// Annotation naming containers that stay regular containers (comma separated), even when the
+/// catalogue knows their image or [`SIDECARS_ANNOTATION`] names them too.
+pub const NOT_SIDECARS_ANNOTATION: &str = key!("not-sidecars");
 /// Annotation that places moved sidecars before the regular init containers (`first`).
 pub const SIDECAR_POSITION_ANNOTATION: &str = key!("sidecar-position");
 /// Annotation on which podmedic records what it changed.
@@ -42,6 +46,20 @@ pub const DISABLED_CHECKS_ANNOTATION: &str = key!("disabled-checks");
 /// True for a podmedic annotation or label key.
 pub fn is_podmedic_key(key: &str) -> bool {
     key.starts_with(PREFIX)
+}
+
+/// Linkerd's default inbound policy for a Pod (`all-unauthenticated`, `deny`, ...).
+pub const LINKERD_DEFAULT_INBOUND_POLICY: &str = "config.linkerd.io/default-inbound-policy";
+/// The port of Kuma's application probe proxy, written by Kuma's injector (`0`: off).
+pub const KUMA_APPLICATION_PROBE_PROXY_PORT: &str = "kuma.io/application-probe-proxy-port";
+/// Consul's transparent proxy switch for a Pod (`"false"` turns it off).
+pub const CONSUL_TRANSPARENT_PROXY: &str = "consul.hashicorp.com/transparent-proxy";
+
+/// Whether podmedic reads an annotation's value: its own, and the few service-mesh settings its
+/// probe rules depend on. Other values (`last-applied-configuration`, for one) are skipped unread.
+pub fn is_read_annotation(key: &str) -> bool {
+    is_podmedic_key(key)
+        || matches!(key, LINKERD_DEFAULT_INBOUND_POLICY | KUMA_APPLICATION_PROBE_PROXY_PORT | CONSUL_TRANSPARENT_PROXY)
 }
 
 /// Kubernetes-style boolean annotation value.
@@ -127,7 +145,7 @@ pub fn namespace_settings(annotations: &BTreeMap<String, String>) -> (NamespaceS
 /// Annotations that belong on workloads, which a namespace may carry without it being a mistake
 /// (for example copied by a tool that annotates everything).
 fn is_object_annotation(key: &str) -> bool {
-    matches!(key, SIDECARS_ANNOTATION | SIDECAR_POSITION_ANNOTATION | CHANGES_ANNOTATION)
+    matches!(key, SIDECARS_ANNOTATION | NOT_SIDECARS_ANNOTATION | SIDECAR_POSITION_ANNOTATION | CHANGES_ANNOTATION)
 }
 
 /// `none`, `readiness`, `readiness,liveness` (any order) into (readiness, liveness).
@@ -165,6 +183,7 @@ mod tests {
         }
         assert_eq!(PREFIX, "podmedic.io/");
         assert_eq!(SIDECARS_ANNOTATION, "podmedic.io/sidecars");
+        assert_eq!(NOT_SIDECARS_ANNOTATION, "podmedic.io/not-sidecars");
         assert!(!is_podmedic_key("podmedic.iox/skip"));
     }
 

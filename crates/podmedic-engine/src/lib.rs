@@ -28,12 +28,16 @@ pub mod checks;
 pub mod cluster;
 pub mod diagnose;
 pub mod kubernetes;
+mod meshes;
 mod mutation;
 pub mod object;
 mod patch;
 mod plan;
 pub mod policy;
+mod ports;
 mod probes;
+mod proxies;
+mod record;
 mod resources;
 mod sidecars;
 mod target;
@@ -45,6 +49,7 @@ pub use mutation::{Change, ChangeKind, Context, MutateError, Mutation};
 pub use patch::{Location, PatchBuilder, escape_pointer_token};
 pub use policy::Policy;
 pub use probes::{STARTUP_FAILURE_THRESHOLD, STARTUP_PERIOD_SECONDS};
+pub use record::MAX_CHANGES_LEN;
 pub use warnings::{MAX_WARNING_LEN, shorten as shorten_warning, shorten_to};
 
 /// Computes the mutation for an object given as raw JSON text.

@@ -43,6 +43,8 @@ pub enum ChangeKind {
     HealthCheckEnabled,
     /// Default resource requests were added to a container.
     RequestsAdded,
+    /// A database proxy was told to exit 0 instead of 143 when the kubelet stops it.
+    ExitZeroOnSigterm,
 }
 
 impl ChangeKind {
@@ -53,6 +55,7 @@ impl ChangeKind {
             ChangeKind::ProbeAdded => "probe_added",
             ChangeKind::HealthCheckEnabled => "health_check_enabled",
             ChangeKind::RequestsAdded => "requests_added",
+            ChangeKind::ExitZeroOnSigterm => "exit_zero_on_sigterm",
         }
     }
 }

@@ -8,7 +8,7 @@ use crate::mutation::{Change, Context, Mutation};
 use crate::object::{Metadata, Object};
 use crate::patch::{Location, PatchBuilder};
 use crate::target::{Holder, PodTarget};
-use crate::{diagnose, probes, resources, sidecars, warnings};
+use crate::{diagnose, probes, record, resources, sidecars, warnings};
 
 /// Runs all concerns on the object.
 pub(crate) fn plan(object: &Object<'_>, ctx: &Context<'_>) -> Mutation {
@@ -37,7 +37,15 @@ pub(crate) fn plan(object: &Object<'_>, ctx: &Context<'_>) -> Mutation {
     let slots = sidecars::apply_moves(&target, &selection, ctx.policy, &mut patch, &mut out.changes);
     let mut probe_notes = Vec::new();
     if !selection.moved.is_empty() {
-        probes::add_startup_probes(&target, &slots, &mut patch, &mut out.changes, &mut probe_notes, &mut out.warnings);
+        probes::add_startup_probes(
+            &target,
+            &slots,
+            ctx.policy,
+            &mut patch,
+            &mut out.changes,
+            &mut probe_notes,
+            &mut out.warnings,
+        );
     }
     let settings = resources::Settings::effective(ctx);
     resources::add_default_requests(&target, &slots, &settings, &mut patch, &mut out.changes, &mut out.notes);
@@ -63,16 +71,13 @@ fn is_skipped(target: &PodTarget<'_>) -> bool {
     yes(target.object_meta) || yes(target.pod_meta)
 }
 
-/// Records the changes in `podmedic.io/changes` on the object and on its pod template.
+/// Records the changes in `podmedic.io/changes` on the object and on its pod template, rewriting
+/// what an earlier run recorded there (see [`crate::record`]).
 fn record_changes(target: &PodTarget<'_>, changes: &[Change], notes: &[String], patch: &mut PatchBuilder) {
     let mut summary: Vec<String> = changes.iter().map(ToString::to_string).collect();
     summary.extend(notes.iter().cloned());
-    let summary = summary.join("; ");
     let mut annotate = |meta: Option<&Metadata<'_>>, meta_loc: &Location| {
-        let text = match meta.and_then(|m| m.annotation(CHANGES_ANNOTATION)).filter(|s| !s.is_empty()) {
-            Some(previous) => format!("{previous}; {summary}"),
-            None => summary.clone(),
-        };
+        let text = record::rewrite(meta.and_then(|m| m.annotation(CHANGES_ANNOTATION)), &summary);
         match meta {
             None => patch.add(meta_loc, serde_json::json!({ "annotations": { CHANGES_ANNOTATION: text } })),
             Some(m) => patch.set_map_entry(

@@ -2,14 +2,20 @@
 //!
 //! A container without requests is scheduled as if it needed nothing, which overcommits nodes and
 //! hides why Pods later sit in Pending. podmedic adds the configured defaults only where a request
-//! is missing; it never changes a request or a limit a user set, and never requests more than a
-//! limit allows (where a limit is below the default, the request equals the limit).
+//! is missing; it never changes a request or a limit a user set.
+//!
+//! A resource with a limit and no request gets no default: when Kubernetes creates a Pod it sets
+//! each such request to its limit (`SetDefaults_Pod`; it does not do that for the templates of
+//! Jobs, CronJobs or Deployments), and a smaller default would turn a Guaranteed Pod into a
+//! Burstable one and shrink its reservation. A container with limits and no requests at all is left
+//! alone for the same reason. With pod-level resources (`spec.resources`, Kubernetes 1.32+) set at
+//! all, no container gets defaults: with pod-level limits and no pod-level requests, Kubernetes
+//! derives the Pod's requests from the containers' ones, so defaults would shrink it.
 
 use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
-use crate::kubernetes::quantity;
 use crate::mutation::{Change, ChangeKind, Context};
 use crate::patch::PatchBuilder;
 use crate::policy::ResourceDefaults;
@@ -53,27 +59,32 @@ pub(crate) fn add_default_requests(
     if !settings.enabled {
         return;
     }
-    if target.spec.resources.as_ref().is_some_and(|r| r.requests.as_ref().is_some_and(|m| !m.is_empty())) {
-        notes.push("pod-level resource requests are set: no container defaults added".into());
+    if has_pod_level_resources(target) {
+        notes.push("pod-level resources are set: no container defaults added".into());
         return;
     }
     for slot in slots {
         let c = slot.container;
         let defaults = if slot.is_native_sidecar() { settings.sidecars } else { settings.containers };
         let resources = c.resources.as_ref();
-        let requests = resources.and_then(|r| r.requests.as_ref());
-        let limits = resources.and_then(|r| r.limits.as_ref());
+        let requests = resources.and_then(|r| r.requests.as_ref()).filter(|r| !r.is_empty());
+        let limits = resources.and_then(|r| r.limits.as_ref()).filter(|l| !l.is_empty());
+        if limits.is_some() && requests.is_none() {
+            notes.push(format!(
+                "{}: no default requests: it has limits and no requests, and Kubernetes sets its requests to its \
+                 limits when it creates the Pod",
+                c.name
+            ));
+            continue;
+        }
         let mut added: BTreeMap<&str, String> = BTreeMap::new();
         for (name, default) in &defaults.0 {
-            if requests.is_some_and(|r| r.contains_key(name)) {
-                continue;
+            let requested = requests.is_some_and(|r| r.contains_key(name));
+            // Kubernetes fills this request from the limit when it creates the Pod.
+            let from_limit = limits.is_some_and(|l| l.contains_key(name));
+            if !(requested || from_limit) {
+                added.insert(name, default.as_str().to_owned());
             }
-            let limit = limits.and_then(|l| l.get(name));
-            let value = match limit.and_then(|l| quantity::parse_value(l).map(|v| (l, v))) {
-                Some((text, limit_value)) if limit_value < default.value() => text.to_owned(),
-                _ => default.as_str().to_owned(),
-            };
-            added.insert(name, value);
         }
         if added.is_empty() {
             continue;
@@ -98,4 +109,16 @@ pub(crate) fn add_default_requests(
             detail: format!("default requests {}", shown.join(",")),
         });
     }
+}
+
+/// Whether the Pod sets pod-level resources at all (`spec.resources`).
+pub(crate) fn has_pod_level_resources(target: &PodTarget<'_>) -> bool {
+    target.spec.resources.is_some()
+}
+
+/// Whether a container reserves nothing: no requests, and no limits Kubernetes would turn into
+/// requests.
+pub(crate) fn reserves_nothing(c: &crate::object::Container<'_>) -> bool {
+    let empty = |m: Option<&crate::object::StrMap<'_>>| m.is_none_or(|m| m.is_empty());
+    c.resources.as_ref().is_none_or(|r| empty(r.requests.as_ref()) && empty(r.limits.as_ref()))
 }

@@ -1,11 +1,14 @@
 //! Which containers are long-running sidecars, and how they move into `initContainers`.
 //!
 //! Order of the rules: `podmedic.io/skip` (in [`crate::plan`]), then workloads that manage their own
-//! containers, then the `podmedic.io/sidecars` annotation, then the catalogue.
+//! containers; then the sidecars are what the catalogue recognises plus what `podmedic.io/sidecars`
+//! names, less what `podmedic.io/not-sidecars` names and the policy's `neverMove` containers.
+
+use std::collections::BTreeSet;
 
 use serde_json::Value;
 
-use crate::annotations::{SIDECAR_POSITION_ANNOTATION, SIDECARS_ANNOTATION};
+use crate::annotations::{NOT_SIDECARS_ANNOTATION, SIDECAR_POSITION_ANNOTATION, SIDECARS_ANNOTATION, is_true};
 use crate::kubernetes::ImageRef;
 use crate::mutation::{Change, ChangeKind, Context};
 use crate::object::Container;
@@ -45,10 +48,28 @@ pub(crate) fn argv_has_word(container: &Container<'_>, word: &str) -> bool {
 /// The catalogue entry a container matches.
 pub(crate) fn profile_for<'p>(policy: &'p Policy, container: &Container<'_>) -> Option<&'p SidecarProfile> {
     let image = container.image.as_deref().map(ImageRef::parse);
-    policy.sidecar_for(&container.name, image.as_ref(), &|word| argv_has_word(container, word))
+    let profile = policy.sidecar_for(&container.name, image.as_ref(), &|word| argv_has_word(container, word))?;
+    let one_shot = profile.unless_env.iter().any(|name| {
+        // The last definition wins in Kubernetes; a value from a reference is unknown, so not `true`.
+        container
+            .env()
+            .iter()
+            .rev()
+            .find(|e| e.name.as_str() == name.as_str())
+            .and_then(|e| e.value.as_deref())
+            .is_some_and(is_true)
+    });
+    (!one_shot).then_some(profile)
 }
 
-/// Chooses the sidecars of a run-to-completion pod.
+/// The names listed in a comma-separated annotation, trimmed, without empty entries.
+fn listed_names(value: Option<&str>) -> BTreeSet<&str> {
+    value.into_iter().flat_map(|v| v.split(',')).map(str::trim).filter(|n| !n.is_empty()).collect()
+}
+
+/// Chooses the sidecars of a run-to-completion pod: what the catalogue recognises plus what
+/// `podmedic.io/sidecars` names, less what `podmedic.io/not-sidecars` names and the policy's
+/// `neverMove` containers.
 pub(crate) fn select<'v>(
     target: &PodTarget<'v>,
     ctx: &Context<'v>,
@@ -57,25 +78,48 @@ pub(crate) fn select<'v>(
 ) -> Selection<'v> {
     let containers = target.containers();
     let policy = ctx.policy;
-    let mut candidates: Vec<(usize, Option<&'v SidecarProfile>)> = Vec::new();
+    let named_sidecars = listed_names(target.annotation(SIDECARS_ANNOTATION));
+    let named_regular = listed_names(target.annotation(NOT_SIDECARS_ANNOTATION));
+    let is_container = |name: &str| containers.iter().any(|c| c.name.as_str() == name);
+    for name in &named_sidecars {
+        // A sidecar podmedic moved earlier is a native sidecar now: no warning when it runs again.
+        if !is_container(name)
+            && !target.init_containers().iter().any(|c| c.name.as_str() == *name && c.is_restartable())
+        {
+            warnings.push(format!("{SIDECARS_ANNOTATION} names \"{name}\", which is not a container of this Pod"));
+        }
+    }
+    for name in &named_regular {
+        if !is_container(name) && !target.init_containers().iter().any(|c| c.name.as_str() == *name) {
+            warnings.push(format!("{NOT_SIDECARS_ANNOTATION} names \"{name}\", which is not a container of this Pod"));
+        }
+    }
 
-    if let Some(list) = target.annotation(SIDECARS_ANNOTATION) {
-        for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-            if let Some(i) = containers.iter().position(|c| c.name.as_str() == name) {
-                if !candidates.iter().any(|(j, _)| *j == i) {
-                    candidates.push((i, profile_for(policy, &containers[i])));
-                }
-            } else if !target.init_containers().iter().any(|c| c.name.as_str() == name && c.is_restartable()) {
-                warnings.push(format!("{SIDECARS_ANNOTATION} names \"{name}\", which is not a container of this Pod"));
-            }
+    let mut candidates: Vec<(usize, Option<&'v SidecarProfile>)> = Vec::new();
+    for (i, c) in containers.iter().enumerate() {
+        let name = c.name.as_str();
+        let named = named_sidecars.contains(name);
+        let profile = profile_for(policy, c);
+        if !named && profile.is_none() {
+            continue;
         }
-        candidates.sort_by_key(|(i, _)| *i);
-    } else {
-        for (i, c) in containers.iter().enumerate() {
-            if let Some(profile) = profile_for(policy, c) {
-                candidates.push((i, Some(profile)));
+        if named_regular.contains(name) {
+            if named {
+                warnings.push(format!(
+                    "container {name} is in {SIDECARS_ANNOTATION} and {NOT_SIDECARS_ANNOTATION}; it stays a regular container"
+                ));
+            } else {
+                notes.push(format!("{name}: kept a regular container ({NOT_SIDECARS_ANNOTATION})"));
             }
+            continue;
         }
+        if policy.never_move.iter().any(|n| n == name) {
+            if named {
+                warnings.push(format!("container {name}: another webhook owns its place; podmedic never moves it"));
+            }
+            continue;
+        }
+        candidates.push((i, profile));
     }
 
     candidates.retain(|(i, _)| {
@@ -102,7 +146,7 @@ pub(crate) fn select<'v>(
     let names = || candidates.iter().map(|(i, _)| containers[*i].name.as_str()).collect::<Vec<_>>().join(", ");
     if candidates.len() == containers.len() {
         warnings.push(format!(
-            "every container looks like a sidecar ({}); nothing moved: list the sidecars in {SIDECARS_ANNOTATION}",
+            "every container looks like a sidecar ({}); nothing moved: name the main one in {NOT_SIDECARS_ANNOTATION}",
             names()
         ));
         return Selection::default();
@@ -127,45 +171,82 @@ pub(crate) fn select<'v>(
 }
 
 /// Emits the moves and returns every container at its final position.
+///
+/// A moved mesh proxy goes before every init container but the mesh's own leading ones (its
+/// iptables init, a proxy already native): the meshes' own native mode, so that the other init
+/// containers run inside the mesh. That holds in a later reinvocation too, when sidecars podmedic
+/// moved earlier are already init containers. The other sidecars go last, or with
+/// `podmedic.io/sidecar-position: first` before the regular init containers.
 pub(crate) fn apply_moves<'v>(
     target: &PodTarget<'v>,
     selection: &Selection<'v>,
-    policy: &Policy,
+    policy: &'v Policy,
     patch: &mut PatchBuilder,
     changes: &mut Vec<Change>,
 ) -> Vec<Slot<'v>> {
     let containers = target.containers();
     let inits = target.init_containers();
+    let init_profiles: Vec<Option<&'v SidecarProfile>> = inits.iter().map(|c| profile_for(policy, c)).collect();
+    let is_mesh_init = |c: &Container<'_>| policy.mesh_init_containers.iter().any(|n| n == c.name.as_str());
+    let is_native_mesh_proxy = |j: usize| inits[j].is_restartable() && init_profiles[j].is_some_and(|p| p.mesh);
 
-    // Where the moved sidecars go in initContainers.
-    let insert_at = if selection.first { first_position(target, policy) } else { inits.len() };
+    // Where the moved sidecars go, as positions among the existing init containers.
+    let mesh_at = (0..inits.len()).take_while(|&j| is_mesh_init(&inits[j]) || is_native_mesh_proxy(j)).count();
+    let others_at = if selection.first {
+        // After the mesh's own init containers and proxy and the containers another webhook
+        // places (GKE's FUSE sidecar): other init containers may need what those set up.
+        (0..inits.len())
+            .rposition(|j| {
+                is_mesh_init(&inits[j])
+                    || is_native_mesh_proxy(j)
+                    || policy.never_move.iter().any(|n| n == inits[j].name.as_str())
+            })
+            .map_or(0, |j| j + 1)
+    } else {
+        inits.len()
+    };
+    let is_mesh = |profile: &Option<&SidecarProfile>| profile.is_some_and(|p| p.mesh);
+    let mesh_block = selection.moved.iter().filter(|(_, p)| is_mesh(p));
+    let other_block = selection.moved.iter().filter(|(_, p)| !is_mesh(p));
 
-    // Final order of initContainers: existing ones with the moved sidecars inserted at `insert_at`.
-    let mut final_inits: Vec<(&'v Container<'v>, bool, Option<&'v SidecarProfile>)> =
-        inits.iter().map(|c| (c, false, None)).collect();
-    for (k, (i, profile)) in selection.moved.iter().enumerate() {
-        final_inits.insert(insert_at + k, (&containers[*i], true, *profile));
+    // Final order of initContainers: (container, moved, catalogue entry, index in `containers`).
+    type Entry<'v> = (&'v Container<'v>, Option<usize>, Option<&'v SidecarProfile>);
+    let mut final_inits: Vec<Entry<'v>> = Vec::with_capacity(inits.len() + selection.moved.len());
+    let moved_entry = |(i, profile): &(usize, Option<&'v SidecarProfile>)| (&containers[*i], Some(*i), *profile);
+    let existing = inits.iter().zip(&init_profiles).map(|(c, profile)| Some((c, None, *profile)));
+    for (j, entry) in existing.chain([None]).enumerate() {
+        if j == mesh_at {
+            final_inits.extend(mesh_block.clone().map(moved_entry));
+        }
+        if j == others_at {
+            final_inits.extend(other_block.clone().map(moved_entry));
+        }
+        final_inits.extend(entry);
     }
-    let mut remaining: Vec<usize> = (0..containers.len()).collect();
 
+    let mut remaining: Vec<usize> = (0..containers.len()).collect();
     if !selection.moved.is_empty() {
         let init_loc = target.spec_loc.child("initContainers");
         if target.spec.init_containers.is_none() {
             patch.add(&init_loc, Value::Array(Vec::new()));
         }
         let containers_loc = target.spec_loc.child("containers");
-        for (k, (i, _)) in selection.moved.iter().enumerate() {
-            let from = remaining.iter().position(|r| r == i).unwrap_or(*i);
+        // Inserting in the order of the final positions puts each one where it belongs: every
+        // container before it is already in place.
+        let moves: Vec<(usize, usize)> =
+            final_inits.iter().enumerate().filter_map(|(at, (_, from, _))| Some((at, (*from)?))).collect();
+        for &(at, i) in &moves {
+            let from = remaining.iter().position(|r| *r == i).unwrap_or(i);
             remaining.remove(from);
-            patch.move_value(&containers_loc.index(from), &init_loc.index(insert_at + k));
+            patch.move_value(&containers_loc.index(from), &init_loc.index(at));
         }
-        for k in 0..selection.moved.len() {
-            patch.add(&init_loc.index(insert_at + k).child("restartPolicy"), Value::String("Always".into()));
+        for &(at, _) in &moves {
+            patch.add(&init_loc.index(at).child("restartPolicy"), Value::String("Always".into()));
         }
-        for (i, _) in &selection.moved {
+        for &(_, i) in &moves {
             changes.push(Change {
                 kind: ChangeKind::SidecarMoved,
-                container: containers[*i].name.to_string(),
+                container: containers[i].name.to_string(),
                 detail: "moved to initContainers as a native sidecar (restartPolicy: Always)".into(),
             });
         }
@@ -174,41 +255,19 @@ pub(crate) fn apply_moves<'v>(
     let mut slots: Vec<Slot<'v>> = final_inits
         .into_iter()
         .enumerate()
-        .map(|(index, (container, moved, profile))| Slot {
+        .map(|(index, (container, from, profile))| Slot {
             container,
             section: Section::Init,
             index,
-            moved,
+            moved: from.is_some(),
             profile,
-            // A moved sidecar's catalogue entry was looked up when it was selected.
-            mesh: if moved { profile.is_some_and(|p| p.mesh) } else { is_mesh_proxy(policy, container) },
+            mesh: profile.is_some_and(|p| p.mesh),
         })
         .collect();
-    slots.extend(remaining.into_iter().enumerate().map(|(index, i)| Slot {
-        container: &containers[i],
-        section: Section::Regular,
-        index,
-        moved: false,
-        profile: None,
-        mesh: is_mesh_proxy(policy, &containers[i]),
+    slots.extend(remaining.into_iter().enumerate().map(|(index, i)| {
+        let profile = profile_for(policy, &containers[i]);
+        let mesh = profile.is_some_and(|p| p.mesh);
+        Slot { container: &containers[i], section: Section::Regular, index, moved: false, profile, mesh }
     }));
     slots
-}
-
-/// Position for `podmedic.io/sidecar-position: first`: after the last init container that belongs
-/// to a service mesh (its iptables init and its own proxy), before every other init container.
-fn first_position(target: &PodTarget<'_>, policy: &Policy) -> usize {
-    target
-        .init_containers()
-        .iter()
-        .rposition(|c| {
-            policy.mesh_init_containers.iter().any(|n| n == c.name.as_str())
-                || (c.is_restartable() && is_mesh_proxy(policy, c))
-        })
-        .map_or(0, |i| i + 1)
-}
-
-/// Whether a container is a service mesh proxy (by the catalogue).
-pub(crate) fn is_mesh_proxy(policy: &Policy, container: &Container<'_>) -> bool {
-    profile_for(policy, container).is_some_and(|p| p.mesh)
 }

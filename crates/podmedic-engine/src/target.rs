@@ -125,7 +125,8 @@ pub(crate) struct Slot<'v> {
     pub index: usize,
     /// Moved by podmedic in this mutation.
     pub moved: bool,
-    /// The catalogue entry, for moved sidecars.
+    /// The catalogue entry the container matches (for a moved sidecar named only by
+    /// `podmedic.io/sidecars`, none).
     pub profile: Option<&'v SidecarProfile>,
     /// A service mesh proxy (by the catalogue).
     pub mesh: bool,

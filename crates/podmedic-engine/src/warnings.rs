@@ -1,9 +1,9 @@
 //! Short, actionable warnings about what podmedic saw but cannot safely fix.
 
-use crate::kubernetes::ImageRef;
+use crate::kubernetes::{ImageRef, NativeSidecars};
 use crate::mutation::Context;
 use crate::object::Container;
-use crate::resources::Settings;
+use crate::resources::{Settings, has_pod_level_resources, reserves_nothing};
 use crate::sidecars::Selection;
 use crate::target::{PodTarget, Section, Slot};
 
@@ -48,14 +48,9 @@ pub(crate) fn collect(
         }
     }
     if switches.missing_requests && !settings.enabled {
-        let missing: Vec<&str> = slots
-            .iter()
-            .filter(|s| s.container.resources.as_ref().and_then(|r| r.requests.as_ref()).is_none_or(|r| r.is_empty()))
-            .map(|s| s.container.name.as_str())
-            .collect();
-        let pod_level =
-            target.spec.resources.as_ref().is_some_and(|r| r.requests.as_ref().is_some_and(|m| !m.is_empty()));
-        if !missing.is_empty() && !pod_level {
+        let missing: Vec<&str> =
+            slots.iter().filter(|s| reserves_nothing(s.container)).map(|s| s.container.name.as_str()).collect();
+        if !missing.is_empty() && !has_pod_level_resources(target) {
             warnings.push(format!(
                 "no resource requests on {}: the scheduler reserves nothing for them; set requests",
                 missing.join(", ")
@@ -70,6 +65,18 @@ pub(crate) fn collect(
                     slot.container.name
                 ));
             }
+        }
+    }
+    // An older kubelet runs a restartable init container as an ordinary one and waits for it to
+    // exit, which a sidecar never does.
+    if let NativeSidecars::Unavailable(reason) = ctx.native_sidecars {
+        let native: Vec<&str> =
+            target.init_containers().iter().filter(|c| c.is_restartable()).map(|c| c.name.as_str()).collect();
+        if !native.is_empty() {
+            warnings.push(format!(
+                "native sidecars {} hang in Init on kubelets older than 1.29 ({reason})",
+                native.join(", ")
+            ));
         }
     }
     let has_sidecars = slots.iter().any(Slot::is_native_sidecar);

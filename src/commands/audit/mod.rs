@@ -1,12 +1,14 @@
 //! `podmedic audit`: what podmedic would do in a live cluster, before anyone labels a namespace.
 //!
 //! It lists the Jobs, CronJobs and run-to-completion Pods that the engine would change, with the
-//! changes, and the Jobs that look stuck because of a sidecar: a Pod whose main containers have
-//! finished while a container the engine would treat as a sidecar keeps running, so the Job never
-//! completes. It also says whether the cluster can run native sidecars at all, and explains every
-//! Pod that is not running (Pending, CrashLoopBackOff, ImagePullBackOff,
-//! CreateContainerConfigError, OOMKilled, stuck in Init, a Job held open by a sidecar) in one line
-//! with its cause and fix, from the Pod's status and Events (`explain.rs`, `events.rs`).
+//! changes (and a note where a VerticalPodAutoscaler sizes a sidecar that would move: released
+//! VPAs ignore init containers, `vpa.rs`), and the Jobs that look stuck because of a sidecar: a
+//! Pod whose main containers have finished while a container the engine would treat as a sidecar
+//! keeps running, so the Job never completes. It also says whether the cluster can run native
+//! sidecars at all, and explains every Pod that is not running (Pending, CrashLoopBackOff,
+//! ImagePullBackOff, CreateContainerConfigError, OOMKilled, stuck in Init, a Job held open by a
+//! sidecar) in one line with its cause and fix, from the Pod's status and Events (`explain.rs`,
+//! `events.rs`).
 //!
 //! Fetching is a thin layer (`read.rs`): Jobs, CronJobs, Pods and Events are read as raw JSON and handed to
 //! the engine as the API server sent them, the way the webhook receives them, so no field is lost
@@ -20,6 +22,7 @@ mod explain;
 mod read;
 mod report;
 mod table;
+mod vpa;
 
 pub use events::{MAX_EVENTS_PER_POD, PodEvent, PodEvents};
 pub use explain::{Explaining, NotRunning, explain_pod, looks_troubled};
@@ -38,7 +41,7 @@ use k8s_openapi::jiff::Timestamp;
 use podmedic_engine::Policy;
 
 use crate::cluster;
-use read::{read_capability, read_objects};
+use read::{read_capability, read_objects, read_vpas};
 
 /// How `podmedic audit` prints its report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,6 +83,7 @@ pub async fn run(config: &AuditConfig) -> anyhow::Result<ExitCode> {
     let (capability, nodes) = read_capability(&client, &mut notes).await?;
     let mut objects = read_objects(&client, namespace.as_deref(), &mut notes).await?;
     objects.nodes = nodes;
+    objects.vpas = read_vpas(&client, namespace.as_deref(), &mut notes).await;
     let report = build_report(&objects, &policy, capability, notes);
     match config.output {
         OutputFormat::Table => print!("{}", render_table(&report, Timestamp::now())),

@@ -92,7 +92,7 @@ pub(super) async fn read_objects(
         notes.push(format!("cannot read Namespaces ({error}): their labels and podmedic annotations are not known"));
         Vec::new()
     });
-    Ok(ClusterObjects { namespaces, jobs, cron_jobs, pods, troubled_pods, events, nodes: None })
+    Ok(ClusterObjects { namespaces, jobs, cron_jobs, pods, troubled_pods, events, nodes: None, vpas: Vec::new() })
 }
 
 /// Every object of a list, page by page, typed (Nodes and Namespaces, of which only versions,
@@ -131,21 +131,66 @@ async fn each_raw<K>(
     client: &Client,
     namespace: Option<&str>,
     params: ListParams,
-    mut each: impl FnMut(Value),
+    each: impl FnMut(Value),
 ) -> anyhow::Result<()>
 where
     K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
 {
-    let request = kube::core::Request::new(K::url_path(&(), namespace));
-    let (api_version, kind) = (K::api_version(&()), K::kind(&()));
+    let url = K::url_path(&(), namespace);
+    each_raw_at(client, &url, &K::api_version(&()), &K::kind(&()), params, each).await
+}
+
+/// Every object of the list at `url`, page by page, as raw JSON with its `apiVersion` and `kind`.
+async fn list_raw_at(
+    client: &Client,
+    url: &str,
+    api_version: &str,
+    kind: &str,
+    params: ListParams,
+) -> anyhow::Result<Vec<Value>> {
+    let mut items = Vec::new();
+    each_raw_at(client, url, api_version, kind, params, |item| items.push(item)).await?;
+    Ok(items)
+}
+
+/// Hands every object of the list at `url` to `each`, page by page, as raw JSON with its
+/// `apiVersion` and `kind`: a page is dropped before the next is read.
+async fn each_raw_at(
+    client: &Client,
+    url: &str,
+    api_version: &str,
+    kind: &str,
+    params: ListParams,
+    mut each: impl FnMut(Value),
+) -> anyhow::Result<()> {
+    let request = kube::core::Request::new(url);
     let mut params = params.limit(PAGE_SIZE);
     loop {
         let text = client.request_text(request.list(&params)?).await?;
-        let page = Page::parse(&text, &api_version, &kind)?;
+        let page = Page::parse(&text, api_version, kind)?;
         page.items.into_iter().for_each(&mut each);
         match page.continue_token {
             Some(token) => params = params.continue_token(&token),
             None => return Ok(()),
+        }
+    }
+}
+
+/// The VerticalPodAutoscalers in scope (`None`: all namespaces). A cluster without the VPA's
+/// CustomResourceDefinition has none; a user who may not list them gets a note.
+pub(super) async fn read_vpas(client: &Client, namespace: Option<&str>, notes: &mut Vec<String>) -> Vec<Value> {
+    let url = match namespace {
+        Some(ns) => format!("/apis/autoscaling.k8s.io/v1/namespaces/{ns}/verticalpodautoscalers"),
+        None => "/apis/autoscaling.k8s.io/v1/verticalpodautoscalers".to_owned(),
+    };
+    match list_raw_at(client, &url, "autoscaling.k8s.io/v1", "VerticalPodAutoscaler", ListParams::default()).await {
+        Ok(vpas) => vpas,
+        Err(error) if matches!(error.downcast_ref(), Some(kube::Error::Api(status)) if status.is_not_found()) => {
+            Vec::new()
+        }
+        Err(error) => {
+            notes.push(format!("cannot list VerticalPodAutoscalers ({error}): sidecars they size are not flagged"));
+            Vec::new()
         }
     }
 }

@@ -15,6 +15,7 @@ use serde_json::Value;
 
 use super::events::PodEvents;
 use super::explain::{Explaining, NotRunning, explain_pod};
+use super::vpa::vpa_notes;
 
 /// Most Pods the report explains; the count of the others goes into a note.
 pub const MAX_NOT_RUNNING: usize = 1000;
@@ -84,6 +85,8 @@ pub struct WouldChange {
     pub changes: Vec<Change>,
     /// The warnings the engine would return.
     pub warnings: Vec<String>,
+    /// What else to know: a VerticalPodAutoscaler that stops sizing a sidecar once it moves.
+    pub notes: Vec<String>,
 }
 
 /// A Job that looks stuck: its Pod's main containers finished, a sidecar still runs.
@@ -142,6 +145,8 @@ pub struct ClusterObjects {
     pub events: PodEvents,
     /// Every Node's facts, when Nodes could be listed.
     pub nodes: Option<Vec<Arc<NodeFacts>>>,
+    /// VerticalPodAutoscalers in scope (none where the VPA is not installed).
+    pub vpas: Vec<Value>,
 }
 
 /// Whether a Pod looks stuck on a sidecar: it is `Running`, runs to completion, every main
@@ -250,13 +255,22 @@ pub fn build_report(
         if mutation.changes.is_empty() {
             return;
         }
+        let name = text(object, "/metadata/name").unwrap_or_default().to_owned();
+        let moved: Vec<&str> = mutation
+            .changes
+            .iter()
+            .filter(|c| c.kind == ChangeKind::SidecarMoved)
+            .map(|c| c.container.as_str())
+            .collect();
+        let notes = vpa_notes(&objects.vpas, &namespace, kind, &name, &moved);
         would_change.push(WouldChange {
             namespace,
             kind: kind.to_owned(),
-            name: text(object, "/metadata/name").unwrap_or_default().to_owned(),
+            name,
             namespace_enabled: ns.map(|(enabled, _)| *enabled),
             changes: mutation.changes,
             warnings: mutation.warnings,
+            notes,
         });
     };
     for cron_job in &objects.cron_jobs {

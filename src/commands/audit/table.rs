@@ -44,6 +44,11 @@ pub fn render_table(report: &AuditReport, now: Timestamp) -> String {
             })
             .collect();
         out.push_str(&aligned(&["NAMESPACE", "KIND", "NAME", "ENABLED", "CHANGE"], &rows));
+        for w in &report.would_change {
+            for note in &w.notes {
+                out.push_str(&format!("Note: {}/{}/{}: {note}\n", w.namespace, w.kind, w.name));
+            }
+        }
     }
 
     out.push('\n');

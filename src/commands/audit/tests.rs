@@ -403,3 +403,36 @@ fn a_job_held_open_by_its_proxy_is_one_line_too_and_healthy_pods_are_not() {
     assert_eq!(json["notRunning"][0]["pod"], "db-migrate-x7k2p");
     assert_eq!(json["notRunning"][0]["status"], "Running");
 }
+
+#[test]
+fn a_vpa_sizing_a_sidecar_that_would_move_gets_a_note_in_the_table_and_the_json() {
+    let cron = json!({
+        "apiVersion": "batch/v1", "kind": "CronJob",
+        "metadata": {"name": "report", "namespace": "analytics"},
+        "spec": {"schedule": "0 2 * * *", "jobTemplate": {"spec": {"template": {"spec": {"restartPolicy": "OnFailure",
+            "containers": [{"name": "report", "image": "ghcr.io/acme/report:3"},
+                {"name": "cloud-sql-proxy", "image": "gcr.io/cloud-sql-connectors/cloud-sql-proxy:2.14.1",
+                 "args": ["acme:eu:db"]}]}}}}}
+    });
+    let vpa = json!({
+        "apiVersion": "autoscaling.k8s.io/v1", "kind": "VerticalPodAutoscaler",
+        "metadata": {"name": "report", "namespace": "analytics"},
+        "spec": {"targetRef": {"apiVersion": "batch/v1", "kind": "CronJob", "name": "report"},
+                 "updatePolicy": {"updateMode": "Initial"}}
+    });
+    let objects = ClusterObjects { cron_jobs: vec![cron], vpas: vec![vpa], ..ClusterObjects::default() };
+    let report = build_report(&objects, &policy(), available(), vec![]);
+    assert_eq!(report.would_change[0].notes.len(), 1, "{:#?}", report.would_change);
+    let table = render_table(&report, "2025-03-14T05:15:40Z".parse().unwrap());
+    assert!(
+        table.contains(
+            "Note: analytics/CronJob/report: VerticalPodAutoscaler report sizes cloud-sql-proxy: VPA (up to at least 1.6) ignores init containers"
+        ),
+        "{table}"
+    );
+    let value = serde_json::to_value(&report).unwrap();
+    assert!(value["wouldChange"][0]["notes"][0].as_str().unwrap().contains("stops sizing them"));
+    // Without a VPA, no note.
+    let objects = ClusterObjects { vpas: vec![], ..objects };
+    assert!(build_report(&objects, &policy(), available(), vec![]).would_change[0].notes.is_empty());
+}

@@ -7,7 +7,7 @@ use std::fmt;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 
-use crate::annotations::is_podmedic_key;
+use crate::annotations::is_read_annotation;
 
 /// A small string map that keeps the input's order, with borrowed keys and values.
 ///
@@ -39,8 +39,8 @@ impl<'de: 'a, 'a> Deserialize<'de> for StrMap<'a> {
 }
 
 pub(super) fn podmedic_annotations<'de: 'a, 'a, D: Deserializer<'de>>(d: D) -> Result<Option<StrMap<'a>>, D::Error> {
-    // Annotation values (last-applied-configuration, for one) can be large: skip all but ours.
-    let keep: fn(&str) -> bool = is_podmedic_key;
+    // Annotation values (last-applied-configuration, for one) can be large: skip all but those read.
+    let keep: fn(&str) -> bool = is_read_annotation;
     d.deserialize_option(OptionVisitor(keep))
 }
 

@@ -92,7 +92,8 @@ pub struct Metadata<'a> {
     /// Labels (keys and values).
     #[serde(default, borrow)]
     pub labels: Option<StrMap<'a>>,
-    /// Annotations: all keys, but only the values of `podmedic.io/` annotations are kept.
+    /// Annotations: all keys, but only the values of `podmedic.io/` annotations and of the few mesh
+    /// settings the probe rules read ([`crate::annotations::is_read_annotation`]) are kept.
     #[serde(default, borrow, deserialize_with = "podmedic_annotations")]
     pub annotations: Option<StrMap<'a>>,
 }
@@ -103,7 +104,7 @@ impl<'a> Metadata<'a> {
         self.labels.as_ref().and_then(|m| m.get(key))
     }
 
-    /// The value of a `podmedic.io/` annotation (other values are not decoded).
+    /// The value of an annotation podmedic reads (other values are not decoded).
     pub fn annotation(&self, key: &str) -> Option<&str> {
         self.annotations.as_ref().and_then(|m| m.get(key))
     }
@@ -141,6 +142,9 @@ pub struct Spec<'a> {
     /// CronJobSpec: the job template.
     #[serde(default, borrow, deserialize_with = "object")]
     pub job_template: Option<Box<Template<'a>>>,
+    /// PodSpec: the Pod uses the node's network namespace.
+    #[serde(default)]
+    pub host_network: Option<bool>,
     /// PodSpec: pod-level resources (Kubernetes 1.32+).
     #[serde(default, borrow, deserialize_with = "object")]
     pub resources: Option<Resources<'a>>,
@@ -159,9 +163,6 @@ pub struct Spec<'a> {
     /// PodSpec: the runtime's overhead per Pod (normally set at Pod creation from a RuntimeClass).
     #[serde(default, borrow)]
     pub overhead: Option<StrMap<'a>>,
-    /// PodSpec: the host's network namespace.
-    #[serde(default)]
-    pub host_network: Option<bool>,
     /// PodSpec: a node chosen by hand (the scheduler is bypassed).
     #[serde(default, borrow)]
     pub node_name: Option<Text<'a>>,

@@ -28,6 +28,12 @@ pub struct PolicyFile {
     /// Sidecars placed `first` still go after these.
     #[serde(default)]
     pub mesh_init_containers: Option<Vec<String>>,
+    /// Container names podmedic never moves, whatever the annotations say, because another
+    /// webhook owns their place in the Pod (GKE's `gke-gcsfuse-sidecar`). Sidecars placed `first`
+    /// go after such a container when it is already an init container. A user's list adds to the
+    /// built-in one.
+    #[serde(default)]
+    pub never_move: Vec<String>,
     /// Default resource requests.
     #[serde(default)]
     pub default_requests: Option<DefaultRequestsFile>,
@@ -73,6 +79,10 @@ pub struct SidecarProfile {
     /// (for example a one-shot mode flag).
     #[serde(default)]
     pub unless_arg: Option<String>,
+    /// The image is not this sidecar when one of these environment variables is set to `true`
+    /// (a one-shot mode switched on through the environment, like git-sync's `GITSYNC_ONE_TIME`).
+    #[serde(default)]
+    pub unless_env: Vec<String>,
     /// A service mesh proxy: moved first among sidecars, and blocks startup probes on others
     /// while it stays a regular container.
     #[serde(default)]
@@ -301,6 +311,7 @@ pub(super) fn merge(mut base: PolicyFile, user: PolicyFile, origin: &str) -> Res
         }
     }
     base.self_managed_workloads.extend(user.self_managed_workloads);
+    base.never_move.extend(user.never_move);
     if user.mesh_init_containers.is_some() {
         base.mesh_init_containers = user.mesh_init_containers;
     }

@@ -110,6 +110,8 @@ pub struct Policy {
     pub self_managed_workloads: Vec<SelfManagedWorkload>,
     /// Mesh init container names.
     pub mesh_init_containers: Vec<String>,
+    /// Container names podmedic never moves (another webhook owns their place).
+    pub never_move: Vec<String>,
     /// Default requests.
     pub default_requests: DefaultRequests,
     /// Readiness probes for long-running Pods.
@@ -236,6 +238,7 @@ fn resolve(file: PolicyFile, origin: &str) -> Result<Policy, PolicyError> {
         sidecars: file.catalogue.sidecars,
         self_managed_workloads: file.self_managed_workloads,
         mesh_init_containers: file.mesh_init_containers.unwrap_or_default(),
+        never_move: file.never_move,
         default_requests: DefaultRequests { enabled, containers, sidecars },
         readiness_probes: lr.readiness_probes.unwrap_or(false),
         liveness_probes: lr.liveness_probes.unwrap_or(false),

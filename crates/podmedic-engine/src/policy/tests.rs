@@ -27,6 +27,10 @@ fn the_builtin_policy_is_valid_and_has_the_catalogue() {
         "datadog-agent",
         "vault-agent",
         "pgbouncer",
+        "cloudwatch-agent",
+        "statsd-exporter",
+        "git-sync",
+        "azwi-proxy",
     ] {
         assert!(p.profile(name).is_some(), "{name}");
     }
@@ -68,6 +72,13 @@ fn the_checks_are_on_by_default_and_each_can_be_switched_off() {
 }
 
 #[test]
+fn never_move_lists_add_to_the_builtin_one() {
+    assert_eq!(Policy::builtin().never_move, ["gke-gcsfuse-sidecar"]);
+    let p = Policy::builtin_with(&format!("{HEADER}neverMove: [acme-vpn]\n"), "policy.yaml").unwrap();
+    assert_eq!(p.never_move, ["gke-gcsfuse-sidecar", "acme-vpn"]);
+}
+
+#[test]
 fn errors_name_the_file_and_the_field() {
     let cases = [
         ("catalogue:\n  sidecars:\n  - name: x\n    imagez: [a]\n", "catalogue.sidecars[0]"),
@@ -98,5 +109,24 @@ fn annotation_defaults_parse_and_reject_garbage() {
     assert_eq!(d.0["memory"].as_str(), "128Mi");
     for bad in ["", "cpu", "cpu=lots", "cpu=-1", "bad name=1"] {
         assert!(ResourceDefaults::parse_annotation(bad).is_err(), "{bad}");
+    }
+}
+
+/// The README's catalogue table lists every built-in entry with every image path and container
+/// name it matches, so the documentation cannot drift from the policy.
+#[test]
+fn the_readme_lists_every_catalogue_entry_with_its_image_paths() {
+    let readme = std::fs::read_to_string(format!("{}/../../README.md", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    for profile in &Policy::builtin().sidecars {
+        let row = readme
+            .lines()
+            .find(|l| l.strip_prefix("| ").is_some_and(|r| r.starts_with(&format!("{} ", profile.name))))
+            .unwrap_or_else(|| panic!("no README catalogue row for {}", profile.name));
+        for pattern in &profile.images {
+            assert!(row.contains(&format!("`{pattern}`")), "README row of {} lacks `{pattern}`", profile.name);
+        }
+        for name in &profile.container_names {
+            assert!(row.contains(&format!("container `{name}`")), "README row of {} lacks {name}", profile.name);
+        }
     }
 }

@@ -2,10 +2,14 @@
 //!
 //! Given any object a user could write (random container counts and names, images from the
 //! catalogue and outside it, existing init containers and native sidecars, probes, resources,
-//! cloud-sql-proxy flags and environment, unknown fields, podmedic annotations), podmedic returns a
-//! patch that applies, is idempotent, keeps names unique and at least one regular container,
-//! puts `restartPolicy: Always` only on init containers, never changes what the user set, keeps
-//! unknown fields, and never requests more than a limit allows.
+//! cloud-sql-proxy flags and environment, several proxies in one Pod, `envFrom`, `hostNetwork`,
+//! pod-level resources, limits-only containers, unknown fields, podmedic and mesh annotations),
+//! podmedic returns a patch that applies, is idempotent, keeps names unique and at least one
+//! regular container, puts `restartPolicy: Always` only on init containers, never changes what the
+//! user set, keeps unknown fields, never requests more than a limit allows nor where Kubernetes
+//! sets requests from limits or pod-level resources are set, gives each proxy a health port no
+//! other container declares or got, adds no probe or health flag on the node's network, and keeps
+//! `podmedic.io/changes` within its cap.
 //!
 //! The case counts add up to 11,000 per `cargo test` run. To run a longer campaign:
 //! `PROPTEST_CASES=100000 cargo test -p podmedic-engine --test properties` (the count then applies to each test).
@@ -19,7 +23,7 @@ use podmedic_engine::policy::{Policy, ResourceDefaults};
 use podmedic_engine::{Context, NamespaceSettings, NativeSidecars, mutate_json, mutate_value};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 mod model;
 mod read_back;
@@ -162,8 +166,10 @@ fn check(before: &Value, ctx: &Context<'_>) -> Result<(), TestCaseError> {
             prop_assert!(allowed, "{name}: podmedic added {key}");
         }
 
-        // 6. An added request never exceeds the limit.
+        // 6. An added request never exceeds the limit; none is added where Kubernetes sets the
+        // request from a limit, nor beside pod-level resources.
         let requests_b = set(old, "resources").and_then(|r| set(r.as_object()?, "requests")).and_then(Value::as_object);
+        let limits_b = set(old, "resources").and_then(|r| set(r.as_object()?, "limits")).and_then(Value::as_object);
         let resources_a = set(c, "resources").and_then(Value::as_object);
         let requests_a = resources_a.and_then(|r| set(r, "requests")).and_then(Value::as_object);
         let limits = resources_a.and_then(|r| set(r, "limits")).and_then(Value::as_object);
@@ -171,13 +177,87 @@ fn check(before: &Value, ctx: &Context<'_>) -> Result<(), TestCaseError> {
             if requests_b.is_some_and(|r| r.contains_key(resource)) {
                 continue;
             }
+            prop_assert!(
+                !limits_b.is_some_and(|l| l.contains_key(resource)),
+                "{name}: request {resource} added beside its limit"
+            );
+            prop_assert!(
+                !(limits_b.is_some_and(|l| !l.is_empty()) && requests_b.is_none_or(|r| r.is_empty())),
+                "{name}: requests added to a limits-only container"
+            );
+            prop_assert!(
+                set(spec_b.as_object().unwrap(), "resources").is_none(),
+                "{name}: requests added beside pod-level resources"
+            );
             let limit = limits.and_then(|l| l.get(resource)).and_then(quantity);
             if let (Some(limit), Some(request)) = (limit, quantity(request)) {
                 prop_assert!(request <= limit * (1.0 + 1e-12), "{name}: added request {resource} above its limit");
             }
         }
     }
+
+    // 7. Health ports podmedic chooses are real ports, free of every declared port and of each other.
+    let declared: BTreeSet<i64> = reg_b.iter().chain(&init_b).flat_map(|c| declared_ports(c)).collect();
+    let mut chosen = BTreeSet::new();
+    for c in init_a.iter().filter(|c| moved(name_of(c))) {
+        let old = original(name_of(c));
+        let added_probe = set(old, "startupProbe").is_none().then(|| set(c, "startupProbe")).flatten();
+        let Some(probe) = added_probe.filter(|p| p["httpGet"]["path"] == "/startup") else { continue };
+        if user_health_port(old) {
+            continue;
+        }
+        let port = probe["httpGet"]["port"].as_i64().unwrap_or_default();
+        prop_assert!(port > 0 && !declared.contains(&port), "{}: health port {port} is declared", name_of(c));
+        prop_assert!(chosen.insert(port), "two sidecars got health port {port}");
+    }
+
+    // 8. On the node's network, no probe and no health flag: only the exit-code flag may be added.
+    if spec_b.get("hostNetwork") == Some(&json!(true)) {
+        for c in init_a.iter().filter(|c| moved(name_of(c))) {
+            let old = original(name_of(c));
+            prop_assert!(set(c, "startupProbe") == set(old, "startupProbe"), "{}: probe on hostNetwork", name_of(c));
+            let added_args = list_growth(old, c, "args");
+            let added_env = list_growth(old, c, "env");
+            let exit_code_only = |v: &Value| {
+                let text = v.as_str().or_else(|| v["name"].as_str()).unwrap_or_default();
+                text.contains("exit-zero") || text.contains("EXIT_ZERO")
+            };
+            prop_assert!(
+                added_args.iter().chain(&added_env).all(|v| exit_code_only(v)),
+                "{}: health flags on hostNetwork",
+                name_of(c)
+            );
+        }
+    }
+
+    // 9. The changes record podmedic writes stays within its cap.
+    for meta in ["/metadata", &format!("{}/metadata", spec_ptr.trim_end_matches("/spec"))] {
+        let record = |v: &Value| v.pointer(&format!("{meta}/annotations/podmedic.io~1changes")).cloned();
+        if let (Some(Value::String(after)), true) = (record(&after), record(before) != record(&after)) {
+            prop_assert!(after.len() <= podmedic_engine::MAX_CHANGES_LEN, "changes record of {} bytes", after.len());
+        }
+    }
     Ok(())
+}
+
+fn declared_ports(c: &Map<String, Value>) -> Vec<i64> {
+    let ports = set(c, "ports").and_then(Value::as_array);
+    ports.into_iter().flatten().filter_map(|p| p.get("containerPort")?.as_i64()).collect()
+}
+
+/// What podmedic appended to a list field of a container (args or env).
+fn list_growth<'v>(old: &Map<String, Value>, new: &'v Map<String, Value>, key: &str) -> Vec<&'v Value> {
+    let before = set(old, key).and_then(Value::as_array).map_or(&[][..], Vec::as_slice);
+    let after = set(new, key).and_then(Value::as_array).map_or(&[][..], Vec::as_slice);
+    after.iter().filter(|v| !before.contains(v)).collect()
+}
+
+/// Whether the user set a proxy's health port (podmedic then keeps it, even where it clashes).
+fn user_health_port(c: &Map<String, Value>) -> bool {
+    let words = ["command", "args"].into_iter().filter_map(|k| set(c, k)?.as_array()).flatten();
+    let by_flag = words.filter_map(Value::as_str).any(|a| a.contains("http-port") || a.contains("health_check_port"));
+    let env = set(c, "env").and_then(Value::as_array).into_iter().flatten();
+    by_flag || env.filter_map(|e| e.get("name")?.as_str()).any(|n| n.ends_with("_HTTP_PORT"))
 }
 
 /// New args are only ever inserted (flags, before a `--` terminator) or appended: removing them
@@ -279,7 +359,8 @@ fn the_generator_reaches_the_interesting_cases() {
     let mut runner = TestRunner::deterministic();
     let strategy = case();
     let (mut moved, mut requests, mut probes, mut unchanged) = (0, 0, 0, 0);
-    for _ in 0..500 {
+    let (mut two_health_checks, mut exit_zero, mut host_network_moves) = (0, 0, 0);
+    for _ in 0..1000 {
         let object = render(&strategy.new_tree(&mut runner).unwrap().current());
         let m = mutate_value(&object, &context(true, true)).unwrap();
         let kinds: BTreeSet<_> = m.changes.iter().map(|c| c.kind.label()).collect();
@@ -287,6 +368,18 @@ fn the_generator_reaches_the_interesting_cases() {
         requests += usize::from(kinds.contains("requests_added"));
         probes += usize::from(kinds.contains("probe_added"));
         unchanged += usize::from(m.is_unchanged());
+        let proxy_probes = m.changes.iter().filter(|c| c.detail.starts_with("startupProbe httpGet /startup")).count();
+        two_health_checks += usize::from(proxy_probes >= 2);
+        exit_zero += usize::from(kinds.contains("exit_zero_on_sigterm"));
+        let host_network =
+            object.pointer(pod_spec_pointer(&object)).and_then(|s| s.get("hostNetwork")) == Some(&json!(true));
+        host_network_moves += usize::from(host_network && kinds.contains("sidecar_moved"));
     }
-    assert!(moved > 100 && requests > 100 && probes > 50 && unchanged > 20, "{moved} {requests} {probes} {unchanged}");
+    assert!(moved > 200 && requests > 200 && probes > 100 && unchanged > 40, "{moved} {requests} {probes} {unchanged}");
+    // The shapes the port, exit-code and host-network rules are about: two proxies in one Pod, a
+    // proxy new enough for the exit-code flag, a sidecar moved on the node's network.
+    assert!(
+        two_health_checks > 10 && exit_zero > 20 && host_network_moves > 10,
+        "{two_health_checks} {exit_zero} {host_network_moves}"
+    );
 }

@@ -41,34 +41,83 @@ pub(crate) fn container(list: List) -> impl Strategy<Value = ContainerModel> {
         resources(),
         (probe(), probe(), probe()),
         restart_policy,
-        proptest::bool::weighted(0.03),
+        (proptest::bool::weighted(0.03), proptest::bool::weighted(0.08)),
         unknown_fields(),
     )
-        .prop_map(|(name, image, command, args, env, ports, resources, probes, restart_policy, rules, extra)| {
-            let mut m = Map::new();
-            let mut put = |k: &str, v: Option<Value>| {
-                if let Some(v) = v {
-                    m.insert(k.to_owned(), v);
+        .prop_map(
+            |(name, image, command, args, env, ports, resources, probes, restart_policy, (rules, env_from), extra)| {
+                let mut m = Map::new();
+                let mut put = |k: &str, v: Option<Value>| {
+                    if let Some(v) = v {
+                        m.insert(k.to_owned(), v);
+                    }
+                };
+                put("image", image.map(Value::String));
+                put("command", command);
+                put("args", args);
+                put("env", env);
+                if env_from {
+                    put("envFrom", Some(json!([{"configMapRef": {"name": "settings"}}])));
                 }
-            };
-            put("image", image.map(Value::String));
-            put("command", command);
-            put("args", args);
-            put("env", env);
-            put("ports", ports);
-            put("resources", resources);
-            put("startupProbe", probes.0);
-            put("readinessProbe", probes.1);
-            put("livenessProbe", probes.2);
-            put("restartPolicy", restart_policy.map(Value::from));
-            if rules {
-                put(
-                    "restartPolicyRules",
-                    Some(json!([{"action": "Restart", "exitCodes": {"operator": "In", "values": [42]}}])),
-                );
-            }
-            ContainerModel { name, fields: with_unknown(m, extra) }
-        })
+                put("ports", ports);
+                put("resources", resources);
+                put("startupProbe", probes.0);
+                put("readinessProbe", probes.1);
+                put("livenessProbe", probes.2);
+                put("restartPolicy", restart_policy.map(Value::from));
+                if rules {
+                    put(
+                        "restartPolicyRules",
+                        Some(json!([{"action": "Restart", "exitCodes": {"operator": "In", "values": [42]}}])),
+                    );
+                }
+                ContainerModel { name, fields: with_unknown(m, extra) }
+            },
+        )
+}
+
+/// A database proxy in one of the forms users run it, to put several in one Pod.
+pub(crate) fn proxy() -> impl Strategy<Value = ContainerModel> {
+    let image = select(
+        &[
+            "gcr.io/cloud-sql-connectors/cloud-sql-proxy:2.14.1",
+            "asia.gcr.io/cloud-sql-connectors/cloud-sql-proxy:2",
+            "gcr.io/cloud-sql-connectors/cloud-sql-proxy:2.6.0-alpine",
+            "gcr.io/alloydb-connectors/alloydb-auth-proxy:1.11.2",
+            "gcr.io/cloudsql-docker/gce-proxy:1.37.0",
+        ][..],
+    );
+    // Mostly settings that change which ports the proxy binds, so that proxies compete for them.
+    let args = prop::collection::vec(
+        select(
+            &[
+                "a:b:c",
+                "a:b:d?port=9091",
+                "projects/p/locations/l/clusters/c/instances/i",
+                "--port=9090",
+                "--quitquitquit",
+                "--admin-port=9092",
+                "--health-check",
+                "--http-address=0.0.0.0",
+                "--structured-logs",
+                "--exit-zero-on-sigterm",
+                "-health_check_port=8091",
+            ][..],
+        ),
+        0..4,
+    );
+    (container(List::Regular), image, args).prop_map(|(mut c, image, args)| {
+        c.fields.insert("image".into(), json!(image));
+        c.fields.insert("args".into(), json!(args));
+        c.fields.remove("restartPolicy");
+        c.fields.remove("restartPolicyRules");
+        c.fields.remove("command");
+        // Their environment and probes are generated elsewhere; here the flags decide the ports.
+        for field in ["env", "envFrom", "startupProbe"] {
+            c.fields.remove(field);
+        }
+        c
+    })
 }
 
 /// One annotation or label on a metadata block.
@@ -77,6 +126,8 @@ pub(crate) enum Note {
     /// `podmedic.io/sidecars` naming some containers (by index into the final names) and some
     /// names that do not exist.
     Sidecars(Vec<Index>, Vec<&'static str>),
+    /// `podmedic.io/not-sidecars` naming some containers (by index into the final names).
+    NotSidecars(Vec<Index>),
     Skip(&'static str),
     Position(&'static str),
     Changes(&'static str),
@@ -89,6 +140,7 @@ pub(crate) fn note() -> impl Strategy<Value = Note> {
     prop_oneof![
         6 => (prop::collection::vec(any::<Index>(), 0..4), prop::collection::vec(select(&["nope", "", " ", "ghost"][..]), 0..2))
             .prop_map(|(i, m)| Note::Sidecars(i, m)),
+        3 => prop::collection::vec(any::<Index>(), 0..3).prop_map(Note::NotSidecars),
         1 => select(&["true", "TRUE", " true ", "false", "yes"][..]).prop_map(Note::Skip),
         3 => select(&["first", "last", "", "middle"][..]).prop_map(Note::Position),
         1 => select(&["", "earlier change"][..]).prop_map(Note::Changes),
@@ -97,6 +149,12 @@ pub(crate) fn note() -> impl Strategy<Value = Note> {
         1 => select(&["kubernetes.io/config.mirror", "job.runner.gitlab.com/id", "workflows.argoproj.io/node-name"][..])
             .prop_map(Note::SelfManagedAnnotation),
         4 => select(&[("team/owner", "x"), ("app", "web"), ("a~b/c", "tilde")][..]).prop_map(|(k, v)| Note::Plain(k, v)),
+        2 => select(&[
+            ("kuma.io/application-probe-proxy-port", "9001"),
+            ("kuma.io/application-probe-proxy-port", "0"),
+            ("config.linkerd.io/default-inbound-policy", "deny"),
+            ("consul.hashicorp.com/transparent-proxy", "false"),
+        ][..]).prop_map(|(k, v)| Note::Plain(k, v)),
     ]
 }
 
@@ -148,7 +206,10 @@ pub(crate) struct Case {
     pub(crate) ephemeral: Vec<ContainerModel>,
     /// `initContainers: null` instead of leaving it out when there are none.
     pub(crate) null_init: bool,
-    pub(crate) pod_requests: bool,
+    /// Pod-level `spec.resources` (requests, limits only, or an empty object).
+    pub(crate) pod_resources: Option<&'static str>,
+    /// `spec.hostNetwork`.
+    pub(crate) host_network: Option<bool>,
     pub(crate) extra: [Vec<(String, Value)>; 3],
 }
 
@@ -157,10 +218,17 @@ pub(crate) fn case() -> impl Strategy<Value = Case> {
         kind(),
         select(&["Never", "OnFailure"][..]),
         (meta(), meta()),
-        prop::collection::vec(container(List::Regular), 0..=8),
+        (
+            prop::collection::vec(container(List::Regular), 0..=8),
+            prop_oneof![4 => Just(Vec::new()), 1 => prop::collection::vec(proxy(), 2..=3)],
+        ),
         prop::collection::vec(container(List::Init), 0..=3),
         prop::collection::vec(container(List::Ephemeral), 0..=1),
-        (any::<bool>(), proptest::bool::weighted(0.05)),
+        (
+            any::<bool>(),
+            proptest::option::weighted(0.08, select(&["requests", "limits", "empty"][..])),
+            proptest::option::weighted(0.1, any::<bool>()),
+        ),
         [unknown_fields(), unknown_fields(), unknown_fields()],
     )
         .prop_map(
@@ -168,12 +236,13 @@ pub(crate) fn case() -> impl Strategy<Value = Case> {
                 kind,
                 template_restart,
                 (object_meta, pod_meta),
-                regular,
+                (mut regular, proxies),
                 init,
                 ephemeral,
-                (null_init, pod_requests),
+                (null_init, pod_resources, host_network),
                 extra,
             )| {
+                regular.extend(proxies);
                 Case {
                     kind,
                     template_restart,
@@ -183,7 +252,8 @@ pub(crate) fn case() -> impl Strategy<Value = Case> {
                     init,
                     ephemeral,
                     null_init,
-                    pod_requests,
+                    pod_resources,
+                    host_network,
                     extra,
                 }
             },
@@ -223,6 +293,11 @@ pub(crate) fn render_meta(m: &MetaModel, names: &[String]) -> Option<Value> {
                     picks.iter().filter(|_| !names.is_empty()).map(|i| i.get(names).clone()).collect();
                 list.extend(missing.iter().map(|s| (*s).to_owned()));
                 put("podmedic.io/sidecars", list.join(","));
+            }
+            Note::NotSidecars(picks) => {
+                let list: Vec<String> =
+                    picks.iter().filter(|_| !names.is_empty()).map(|i| i.get(names).clone()).collect();
+                put("podmedic.io/not-sidecars", list.join(","));
             }
             Note::Skip(v) => put("podmedic.io/skip", (*v).to_owned()),
             Note::Position(v) => put("podmedic.io/sidecar-position", (*v).to_owned()),
@@ -282,8 +357,14 @@ pub(crate) fn render(case: &Case) -> Value {
     if !ephemeral.is_empty() {
         spec.insert("ephemeralContainers".into(), Value::Array(ephemeral));
     }
-    if case.pod_requests {
-        spec.insert("resources".into(), json!({"requests": {"cpu": "1"}}));
+    match case.pod_resources {
+        Some("requests") => spec.insert("resources".into(), json!({"requests": {"cpu": "1"}})),
+        Some("limits") => spec.insert("resources".into(), json!({"limits": {"cpu": "4", "memory": "8Gi"}})),
+        Some(_) => spec.insert("resources".into(), json!({})),
+        None => None,
+    };
+    if let Some(host_network) = case.host_network {
+        spec.insert("hostNetwork".into(), json!(host_network));
     }
     let pod_spec = Value::Object(with_unknown(spec, case.extra[0].clone()));
 

@@ -60,6 +60,11 @@ pub(crate) const CATALOGUE_REPOS: &[&str] = &[
     "jaegertracing/jaeger-agent",
     "amazon/aws-xray-daemon",
     "hashicorp/vault",
+    "public.ecr.aws/cloudwatch-agent/cloudwatch-agent",
+    "registry.datadoghq.com/dogstatsd",
+    "prom/statsd-exporter",
+    "registry.k8s.io/git-sync/git-sync",
+    "mcr.microsoft.com/oss/azure/workload-identity/proxy",
 ];
 
 pub(crate) const OTHER_REPOS: &[&str] = &[
@@ -81,7 +86,20 @@ pub(crate) const OTHER_REPOS: &[&str] = &[
 pub(crate) fn image() -> impl Strategy<Value = Option<String>> {
     let repo = prop_oneof![3 => select(CATALOGUE_REPOS), 2 => select(OTHER_REPOS)];
     let prefix = select(&["", "", "mirror.corp.example/", "harbor.corp.example:5000/dockerhub/", "GCR.IO/"][..]);
-    let suffix = select(&["", ":1.2.3", ":2.8.0", ":latest", "@sha256:abc", ":2.8.0@sha256:def", ":"][..]);
+    let suffix = select(
+        &[
+            "",
+            ":1.2.3",
+            ":2.8.0",
+            ":2.14.1-alpine",
+            ":1.11.2",
+            ":2",
+            ":latest",
+            "@sha256:abc",
+            ":2.8.0@sha256:def",
+            ":",
+        ][..],
+    );
     proptest::option::weighted(0.95, (prefix, repo, suffix).prop_map(|(p, r, s)| format!("{p}{r}{s}")))
 }
 
@@ -102,6 +120,14 @@ pub(crate) const ARGS: &[&str] = &[
     "9091",
     "notaport",
     "--",
+    "--exit-zero-on-sigterm",
+    "--exit-zero-sigterm=false",
+    "--quitquitquit",
+    "--admin-port=9092",
+    "--port=9090",
+    "a:b:c?port=9091",
+    "--http-port=0",
+    "--config-file=/etc/proxy.yaml",
     "-use_http_health_check",
     "-use_http_health_check=false",
     "-health_check_port=8091",
@@ -109,6 +135,7 @@ pub(crate) const ARGS: &[&str] = &[
     "-instances=p:r:i=tcp:5432",
     "agent",
     "-exit-after-auth",
+    "--one-time",
     "server",
     "-c",
     "sleep 3600 &",
@@ -179,7 +206,11 @@ pub(crate) fn env() -> impl Strategy<Value = Option<Value>> {
             "CSQL_PROXY_INSTANCE_CONNECTION_NAME",
             "ALLOYDB_PROXY_HEALTH_CHECK",
             "ALLOYDB_PROXY_HTTP_PORT",
+            "CSQL_PROXY_PORT",
+            "CSQL_PROXY_EXIT_ZERO_ON_SIGTERM",
+            "CSQL_PROXY_QUITQUITQUIT",
             "KUBEXIT_NAME",
+            "GITSYNC_ONE_TIME",
             "FOO",
             "PASSWORD",
         ][..],
