@@ -29,6 +29,7 @@ mod patch;
 mod plan;
 pub mod policy;
 mod probes;
+pub mod record;
 mod resources;
 mod sidecars;
 mod target;

@@ -8,7 +8,7 @@ use crate::mutation::{Change, Context, Mutation};
 use crate::object::{Metadata, Object};
 use crate::patch::{Location, PatchBuilder};
 use crate::target::{Holder, PodTarget};
-use crate::{probes, resources, sidecars, warnings};
+use crate::{probes, record, resources, sidecars, warnings};
 
 /// Runs all concerns on the object.
 pub(crate) fn plan(object: &Object<'_>, ctx: &Context<'_>) -> Mutation {
@@ -50,6 +50,7 @@ pub(crate) fn plan(object: &Object<'_>, ctx: &Context<'_>) -> Mutation {
     if !out.changes.is_empty() {
         record_changes(&target, &out.changes, &probe_notes, &mut patch);
     }
+    record::record_moves(object, &target, &selection, &mut patch);
     out.patch = patch.build();
     out.warnings = warnings::finish(std::mem::take(&mut out.warnings));
     out

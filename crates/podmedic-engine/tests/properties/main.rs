@@ -5,7 +5,8 @@
 //! cloud-sql-proxy flags and environment, unknown fields, podmedic annotations), podmedic returns a
 //! patch that applies, is idempotent, keeps names unique and at least one regular container,
 //! puts `restartPolicy: Always` only on init containers, never changes what the user set, keeps
-//! unknown fields, and never requests more than a limit allows.
+//! unknown fields, never requests more than a limit allows, and records each move with the
+//! fingerprint of the container as the user wrote it (`podmedic.io/moved`).
 //!
 //! The case counts add up to 11,000 per `cargo test` run. To run a longer campaign:
 //! `PROPTEST_CASES=100000 cargo test -p podmedic-engine --test properties` (the count then applies to each test).
@@ -15,7 +16,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::LazyLock;
 
+use podmedic_engine::annotations::MOVED_ANNOTATION;
 use podmedic_engine::policy::{Policy, ResourceDefaults};
+use podmedic_engine::record::{MovedRecord, fingerprint};
 use podmedic_engine::{Context, NamespaceSettings, NativeSidecars, mutate_json, mutate_value};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
@@ -174,6 +177,19 @@ fn check(before: &Value, ctx: &Context<'_>) -> Result<(), TestCaseError> {
                 prop_assert!(request <= limit * (1.0 + 1e-12), "{name}: added request {resource} above its limit");
             }
         }
+    }
+
+    // 7. podmedic records, for itself, every container it moved and what the user wrote.
+    let pod_meta = spec_ptr
+        .strip_suffix("/spec")
+        .filter(|t| !t.is_empty())
+        .map_or("/metadata".to_owned(), |t| format!("{t}/metadata"));
+    let record = after.pointer(&format!("{pod_meta}/annotations")).and_then(|a| a.get(MOVED_ANNOTATION));
+    let record = MovedRecord::from_annotation(record.and_then(Value::as_str));
+    for c in init_a.iter().filter(|c| moved(name_of(c))) {
+        let name = name_of(c);
+        let written = fingerprint(&Value::Object(original(name).clone()));
+        prop_assert_eq!(record.fingerprint(name), Some(written.as_str()), "{}: not recorded", name);
     }
     Ok(())
 }
