@@ -1,5 +1,7 @@
-//! The webhook's HTTP surface: `POST /mutate` decodes nothing itself and dispatches the body to
-//! the engine's `admit`, then logs, counts and encodes; plus the plain-HTTP health and metrics.
+//! The webhook's HTTP surface: `POST /mutate`, `/warn` and `/converge` decode nothing themselves
+//! and hand the body to the engine's `admit_at` with the path that received it (the engine
+//! decides what each path does), then log, count and encode; plus the plain-HTTP health and
+//! metrics.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,11 +12,11 @@ use axum::error_handling::HandleErrorLayer;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use podmedic_engine::admission::{self, Admission, Environment};
+use podmedic_engine::admission::{self, Admission, Endpoint, Environment};
 use tower::ServiceBuilder;
-use tower::limit::ConcurrencyLimitLayer;
+use tower::limit::GlobalConcurrencyLimitLayer;
 use tower::load_shed::LoadShedLayer;
 use tower_http::catch_panic::{CatchPanicLayer, ResponseForPanic};
 
@@ -49,13 +51,25 @@ impl WebhookState {
     }
 }
 
-/// The webhook's HTTP surface: `POST /mutate`, with panics caught and excess load shed.
+/// The webhook's HTTP surface: `POST /mutate`, `/warn` and `/converge` (see
+/// [`Endpoint`]), with panics caught and excess load shed. The three paths share one limit of
+/// requests in flight.
 pub fn router(state: WebhookState) -> Router {
     let metrics = state.metrics.clone();
+    let limit = GlobalConcurrencyLimitLayer::new(state.max_concurrency);
+    let mut router = Router::new();
+    for endpoint in Endpoint::ALL {
+        router = router.route(endpoint.path(), admission_route(endpoint, &state, limit.clone()));
+    }
+    with_panic_guard(router.fallback(not_found), metrics)
+}
+
+/// `POST <path>` for one endpoint, behind the shared concurrency limit.
+fn admission_route(endpoint: Endpoint, state: &WebhookState, limit: GlobalConcurrencyLimitLayer) -> MethodRouter {
     let shed_metrics = state.metrics.clone();
     // Shedding rather than queueing: a request that waits here is one the API server may already
     // have given up on, and its failurePolicy is the better answer under overload.
-    let mutate = post(mutate)
+    post(move |state: State<WebhookState>, request: Request| review(endpoint, state, request))
         .fallback(method_not_allowed)
         .layer(
             ServiceBuilder::new()
@@ -67,10 +81,9 @@ pub fn router(state: WebhookState) -> Router {
                     }
                 }))
                 .layer(LoadShedLayer::new())
-                .layer(ConcurrencyLimitLayer::new(state.max_concurrency)),
+                .layer(limit),
         )
-        .with_state(state);
-    with_panic_guard(Router::new().route("/mutate", mutate).fallback(not_found), metrics)
+        .with_state(state.clone())
 }
 
 /// Turns a panic in any handler of `router` into a 500 and a metric instead of a dropped
@@ -99,8 +112,8 @@ impl ResponseForPanic for PanicResponse {
     }
 }
 
-/// `POST /mutate`: an AdmissionReview in, an AdmissionReview out.
-async fn mutate(State(state): State<WebhookState>, request: Request) -> Response {
+/// `POST /mutate`, `/warn` or `/converge`: an AdmissionReview in, an AdmissionReview out.
+async fn review(endpoint: Endpoint, State(state): State<WebhookState>, request: Request) -> Response {
     let started = Instant::now();
     let metrics = &state.metrics;
     if !is_json(request.headers()) {
@@ -131,7 +144,7 @@ async fn mutate(State(state): State<WebhookState>, request: Request) -> Response
         }
     };
 
-    match admission::admit(&body, &state.environment) {
+    match admission::admit_at(endpoint, &body, &state.environment) {
         Ok(admission) => {
             let elapsed = started.elapsed();
             log_admission(&admission, elapsed);
@@ -140,7 +153,7 @@ async fn mutate(State(state): State<WebhookState>, request: Request) -> Response
         }
         Err(e) => {
             metrics.error(e.metric_label());
-            tracing::warn!(error = %e, "refused a body that is not an AdmissionReview");
+            tracing::warn!(path = endpoint.path(), error = %e, "refused a body that is not an AdmissionReview");
             json_error(StatusCode::BAD_REQUEST, &e.to_string())
         }
     }
@@ -152,10 +165,12 @@ fn log_admission(admission: &Admission, elapsed: Duration) {
     let changes = changes.join(",");
     tracing::info!(
         uid = %admission.uid,
+        path = admission.endpoint.path(),
         kind = %admission.kind,
         namespace = %admission.namespace,
         name = %admission.name,
         operation = admission.operation,
+        dry_run = admission.dry_run,
         result = admission.outcome.label(),
         changes = %changes,
         warnings = admission.warnings,
@@ -165,6 +180,7 @@ fn log_admission(admission: &Admission, elapsed: Duration) {
     if let Some((label, message)) = &admission.skip_reason {
         tracing::error!(
             uid = %admission.uid,
+            path = admission.endpoint.path(),
             kind = %admission.kind,
             namespace = %admission.namespace,
             name = %admission.name,
@@ -195,7 +211,7 @@ async fn method_not_allowed() -> Response {
 }
 
 async fn not_found() -> Response {
-    json_error(StatusCode::NOT_FOUND, "not found; the webhook is POST /mutate")
+    json_error(StatusCode::NOT_FOUND, "not found; the webhook's paths are POST /mutate, /warn and /converge")
 }
 
 /// `{"error": message}` with `status`.
@@ -290,6 +306,26 @@ mod tests {
             router(state()).oneshot(request(Method::POST, Some("application/json"), "{not json")).await.unwrap();
         assert_eq!(response.status(), StatusCode::BAD_REQUEST);
         assert!(error_of(response).await.contains("not a valid AdmissionReview"));
+    }
+
+    #[tokio::test]
+    async fn each_endpoint_answers_on_its_path_and_only_to_post() {
+        let review = r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u1",
+            "kind":{"group":"","version":"v1","kind":"Secret"},"resource":{"group":"","version":"v1","resource":"secrets"},
+            "operation":"CREATE","object":{"kind":"Secret"}}}"#;
+        for endpoint in Endpoint::ALL {
+            let post = Request::builder()
+                .method(Method::POST)
+                .uri(endpoint.path())
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(review))
+                .unwrap();
+            let response = router(state()).oneshot(post).await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK, "{}", endpoint.path());
+            let get = Request::builder().uri(endpoint.path()).body(Body::empty()).unwrap();
+            let response = router(state()).oneshot(get).await.unwrap();
+            assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED, "{}", endpoint.path());
+        }
     }
 
     #[tokio::test]

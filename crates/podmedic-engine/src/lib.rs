@@ -22,6 +22,7 @@
 
 pub mod admission;
 pub mod annotations;
+pub mod converge;
 pub mod kubernetes;
 mod mutation;
 pub mod object;

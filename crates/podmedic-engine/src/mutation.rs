@@ -32,6 +32,14 @@ pub enum ChangeKind {
     HealthCheckEnabled,
     /// Default resource requests were added to a container.
     RequestsAdded,
+    /// An update re-applied a sidecar podmedic had moved, unchanged: the stored native sidecar
+    /// stays and the re-applied copy leaves `containers` (see `converge`).
+    SidecarKept,
+    /// An update re-applied a sidecar an earlier podmedic had moved into a template: it stays in
+    /// `containers` as applied, and podmedic's native sidecar leaves (pods mode).
+    SidecarRestored,
+    /// An update no longer applies a sidecar podmedic had moved: its native sidecar leaves too.
+    SidecarRemoved,
 }
 
 impl ChangeKind {
@@ -42,6 +50,9 @@ impl ChangeKind {
             ChangeKind::ProbeAdded => "probe_added",
             ChangeKind::HealthCheckEnabled => "health_check_enabled",
             ChangeKind::RequestsAdded => "requests_added",
+            ChangeKind::SidecarKept => "sidecar_kept",
+            ChangeKind::SidecarRestored => "sidecar_restored",
+            ChangeKind::SidecarRemoved => "sidecar_removed",
         }
     }
 }
