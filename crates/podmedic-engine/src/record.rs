@@ -1,6 +1,9 @@
 //! `podmedic.io/moved`: podmedic's own record of the containers it moved into `initContainers`,
 //! each with a fingerprint of the container as the user wrote it.
 //!
+//! A Pod's record names the moves without fingerprints: a Pod's containers cannot change after
+//! its creation, so nothing would ever be compared with them.
+//!
 //! The record is what lets a later UPDATE be converged (see `converge`): a GitOps re-apply sends
 //! the user's container back into `containers`, and podmedic must know that the restartable init
 //! container of the same name is its own work, and whether the user changed the container since.
@@ -26,7 +29,7 @@ use crate::annotations::MOVED_ANNOTATION;
 use crate::object::Object;
 use crate::patch::PatchBuilder;
 use crate::sidecars::Selection;
-use crate::target::PodTarget;
+use crate::target::{Holder, PodTarget};
 
 /// The prefix naming the fingerprint's algorithm, so that another can follow without ambiguity.
 const FINGERPRINT_PREFIX: &str = "fnv1a64:";
@@ -146,8 +149,8 @@ fn write_canonical(value: &Value, out: &mut String) {
     }
 }
 
-/// Adds the containers this plan moved to the pod (template)'s record. Runs after the changes
-/// were recorded, so the annotations map exists.
+/// Adds the containers this plan moved to the pod (template)'s record, with fingerprints in
+/// templates. Runs after the changes were recorded, so the annotations map exists.
 pub(crate) fn record_moves(
     object: &Object<'_>,
     target: &PodTarget<'_>,
@@ -160,8 +163,13 @@ pub(crate) fn record_moves(
     let previous = target.pod_meta.and_then(|m| m.annotation(MOVED_ANNOTATION));
     let mut record = MovedRecord::from_annotation(previous);
     // The containers as received, read again from the raw object: the view keeps only what the
-    // rules read, and the fingerprint covers every field.
-    let raw = object.source.value_at(target.spec_loc.child("containers").tokens());
+    // rules read, and the fingerprint covers every field. A Pod's containers never change after
+    // its CREATE, so there is nothing to compare a fingerprint with later: a Pod's record names
+    // the moves only, and the Pods of every Job (the hot path) pay no second read of the body.
+    let raw = match target.holder {
+        Holder::Pod => None,
+        _ => object.source.value_at(target.spec_loc.child("containers").tokens()),
+    };
     let received = raw.as_ref().and_then(Value::as_array);
     for (index, _) in &selection.moved {
         let container = &target.containers()[*index];

@@ -4,12 +4,11 @@
 //! value (the fingerprint of a moved container, `crate::record`) read it again from here, only
 //! when they need it, so the common path decodes the object once.
 
-use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::Deserialize;
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
-use serde_json::value::RawValue;
 
 /// The raw form of a decoded object.
 #[derive(Clone, Copy, Default)]
@@ -51,37 +50,99 @@ impl Source<'_> {
                 })
             }
             .cloned(),
-            Source::Json(text) => raw_value_at(text, tokens),
+            Source::Json(text) => at_path(&mut serde_json::Deserializer::from_str(text), tokens.iter()),
             Source::Review(body) => {
-                #[derive(Deserialize)]
-                struct Review<'b> {
-                    #[serde(borrow)]
-                    request: Request<'b>,
-                }
-                #[derive(Deserialize)]
-                struct Request<'b> {
-                    #[serde(borrow)]
-                    object: &'b RawValue,
-                }
-                let review: Review<'_> = serde_json::from_slice(body).ok()?;
-                raw_value_at(review.request.object.get(), tokens)
+                let prefix = [String::from("request"), String::from("object")];
+                at_path(&mut serde_json::Deserializer::from_slice(body), prefix.iter().chain(tokens))
             }
         }
     }
 }
 
-/// Walks raw JSON text down `tokens`, capturing each level without building it, and parses only
-/// what is found at the end.
-fn raw_value_at(text: &str, tokens: &[String]) -> Option<Value> {
-    let mut here = text;
-    for token in tokens {
-        here = match here.trim_start().as_bytes().first()? {
-            b'{' => serde_json::from_str::<BTreeMap<String, &RawValue>>(here).ok()?.get(token.as_str())?.get(),
-            b'[' => serde_json::from_str::<Vec<&RawValue>>(here).ok()?.get(token.parse::<usize>().ok()?)?.get(),
-            _ => return None,
-        };
+/// Reads the value at `path` in one pass over the JSON, skipping everything else without building
+/// it; only the value found is parsed.
+fn at_path<'de, 'p, D: Deserializer<'de>>(de: D, path: impl Iterator<Item = &'p String> + Clone) -> Option<Value> {
+    PathSeed(path).deserialize(de).ok().flatten()
+}
+
+/// Descends one token per level: the member of that name, or the element at that index.
+#[derive(Clone)]
+struct PathSeed<I>(I);
+
+impl<'de, 'p, I: Iterator<Item = &'p String> + Clone> DeserializeSeed<'de> for PathSeed<I> {
+    type Value = Option<Value>;
+
+    fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<Self::Value, D::Error> {
+        let mut rest = self.0.clone();
+        match rest.next() {
+            None => Value::deserialize(de).map(Some),
+            Some(token) => de.deserialize_any(PathVisitor { token, rest }),
+        }
     }
-    serde_json::from_str(here).ok()
+}
+
+struct PathVisitor<'p, I> {
+    token: &'p str,
+    rest: I,
+}
+
+impl<'de, 'p, I: Iterator<Item = &'p String> + Clone> Visitor<'de> for PathVisitor<'p, I> {
+    type Value = Option<Value>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object or array")
+    }
+
+    fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
+        let mut found = None;
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            if found.is_none() && key == self.token {
+                found = map.next_value_seed(PathSeed(self.rest.clone()))?;
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(found)
+    }
+
+    fn visit_seq<S: SeqAccess<'de>>(self, mut seq: S) -> Result<Self::Value, S::Error> {
+        let Ok(wanted) = self.token.parse::<usize>() else {
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            return Ok(None);
+        };
+        let mut found = None;
+        let mut index = 0;
+        loop {
+            let more = if index == wanted {
+                seq.next_element_seed(PathSeed(self.rest.clone()))?.map(|v| found = v)
+            } else {
+                seq.next_element::<IgnoredAny>()?.map(drop)
+            };
+            if more.is_none() {
+                return Ok(found);
+            }
+            index += 1;
+        }
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
 }
 
 #[cfg(test)]
