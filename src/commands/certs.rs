@@ -45,8 +45,32 @@ pub mod files {
     pub const SECRET: &str = "secret.yaml";
     /// The base64 caBundle of the webhook configuration, one line.
     pub const CA_BUNDLE: &str = "caBundle.b64";
-    /// A JSON patch (RFC 6902) that sets the caBundle, used by `deploy/overlays/self-managed`.
+    /// A JSON patch (RFC 6902) that sets the caBundle of the MutatingWebhookConfiguration's
+    /// webhooks, used by `deploy/overlays/self-managed`.
     pub const CA_BUNDLE_PATCH: &str = "webhook-ca-bundle-patch.yaml";
+    /// The same for the ValidatingWebhookConfiguration's webhooks.
+    pub const VALIDATING_CA_BUNDLE_PATCH: &str = "validating-webhook-ca-bundle-patch.yaml";
+}
+
+/// The webhooks of `deploy/base`, in order, by configuration: each patch tests a webhook's name
+/// before it sets its caBundle, so that a reordered configuration fails to render rather than
+/// trusting the wrong CA.
+const MUTATING_WEBHOOKS: [&str; 2] = ["mutate.podmedic.io", "converge.podmedic.io"];
+const VALIDATING_WEBHOOKS: [&str; 2] = ["warn.podmedic.io", "warn-workloads.podmedic.io"];
+
+/// A JSON patch (YAML) that sets the caBundle of each of `webhooks`.
+fn ca_bundle_patch(kind: &str, webhooks: &[&str], ca_bundle: &str) -> String {
+    let mut patch = format!(
+        "# Written by `podmedic certs`: the caBundle of the {kind}'s webhooks (the CA, and the previous one\n\
+         # after --new-ca). A JSON patch for deploy/overlays/self-managed.\n"
+    );
+    for (i, name) in webhooks.iter().enumerate() {
+        patch.push_str(&format!(
+            "- op: test\n  path: /webhooks/{i}/name\n  value: {name}\n\
+             - op: add\n  path: /webhooks/{i}/clientConfig/caBundle\n  value: {ca_bundle}\n"
+        ));
+    }
+    patch
 }
 
 /// The DNS names the API server may use to reach `service` in `namespace`.
@@ -128,11 +152,8 @@ pub fn run(config: &CertsConfig) -> anyhow::Result<ExitCode> {
         "# Written by `podmedic certs`: the serving certificate of {common_name} and its key. Do not commit it.\n{}",
         yaml_serde::to_string(&secret)?
     );
-    let patch = format!(
-        "# Written by `podmedic certs`: the webhook's caBundle (the CA, and the previous one after --new-ca).\n\
-         # A JSON patch for deploy/overlays/self-managed.\n\
-         - op: add\n  path: /webhooks/0/clientConfig/caBundle\n  value: {ca_bundle}\n"
-    );
+    let patch = ca_bundle_patch("MutatingWebhookConfiguration", &MUTATING_WEBHOOKS, &ca_bundle);
+    let validating_patch = ca_bundle_patch("ValidatingWebhookConfiguration", &VALIDATING_WEBHOOKS, &ca_bundle);
 
     // Keys first, so that no certificate is ever on disk without its key.
     write_file(&path(files::CA_KEY), &bundle.ca_key_pem, SECRET_MODE)?;
@@ -142,9 +163,10 @@ pub fn run(config: &CertsConfig) -> anyhow::Result<ExitCode> {
     write_file(&path(files::SECRET), &secret, SECRET_MODE)?;
     write_file(&path(files::CA_BUNDLE), &format!("{ca_bundle}\n"), PUBLIC_MODE)?;
     write_file(&path(files::CA_BUNDLE_PATCH), &patch, PUBLIC_MODE)?;
+    write_file(&path(files::VALIDATING_CA_BUNDLE_PATCH), &validating_patch, PUBLIC_MODE)?;
 
     eprintln!(
-        "wrote {}, {}, {}, {}, {}, {} and {} into {} for {}; the caBundle follows",
+        "wrote {}, {}, {}, {}, {}, {}, {} and {} into {} for {}; the caBundle follows",
         files::CA_CERT,
         files::CA_KEY,
         files::TLS_CERT,
@@ -152,6 +174,7 @@ pub fn run(config: &CertsConfig) -> anyhow::Result<ExitCode> {
         files::SECRET,
         files::CA_BUNDLE,
         files::CA_BUNDLE_PATCH,
+        files::VALIDATING_CA_BUNDLE_PATCH,
         out.display(),
         names.join(", ")
     );

@@ -1,7 +1,8 @@
 //! The Prometheus metrics podmedic exports on `/metrics` (text format, via prometheus-client).
 //!
-//! Few metrics, each answering a question an operator asks: is the webhook answering and how
-//! fast (`admission_requests_total`, `admission_duration_seconds`), what is it changing
+//! Few metrics, each answering a question an operator asks: is the webhook answering, on which
+//! path (`/mutate`, `/warn`, `/converge`) and how fast (`admission_requests_total`,
+//! `admission_duration_seconds`), what is it changing
 //! (`changes_total`), did the certificate rotation work (`tls_reloads_total`), and what goes wrong
 //! (`errors_total`). Label values come from fixed sets, except `kind`, which is bounded by the
 //! webhook's rules.
@@ -21,6 +22,7 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
+    path: String,
     kind: String,
     operation: String,
     result: String,
@@ -90,7 +92,8 @@ impl Metrics {
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
             "admission_requests",
-            "AdmissionReviews answered, by object kind, operation and result (patched, unchanged, ignored, skipped)",
+            "AdmissionReviews answered, by path (mutate, warn, converge), object kind, operation and result \
+             (patched, unchanged, warned, ignored, skipped)",
             requests.clone(),
         );
         // 100 µs doubling to about 3.3 s: the engine takes microseconds, a slow client seconds.
@@ -120,6 +123,7 @@ impl Metrics {
     /// Counts one answered AdmissionReview: request, latency, changes, and the skip reason if any.
     pub fn observe_admission(&self, admission: &Admission, elapsed: Duration) {
         let labels = RequestLabels {
+            path: admission.endpoint.label().to_owned(),
             kind: admission.kind.clone(),
             operation: admission.operation.to_owned(),
             result: admission.outcome.label().to_owned(),
@@ -158,7 +162,7 @@ impl Metrics {
 mod tests {
     use super::*;
     use podmedic_engine::ChangeKind;
-    use podmedic_engine::admission::Outcome;
+    use podmedic_engine::admission::{Endpoint, Outcome};
 
     #[test]
     fn an_admission_shows_in_the_text_output() {
@@ -170,6 +174,8 @@ mod tests {
             namespace: "ns".into(),
             name: "p".into(),
             operation: "CREATE",
+            endpoint: Endpoint::Mutate,
+            dry_run: false,
             outcome: Outcome::Patched,
             changes: vec![ChangeKind::SidecarMoved, ChangeKind::ProbeAdded],
             warnings: 0,
@@ -179,7 +185,9 @@ mod tests {
         metrics.error(reason::OVERLOADED);
         let text = metrics.encode();
         assert!(
-            text.contains(r#"podmedic_admission_requests_total{kind="Pod",operation="CREATE",result="patched"} 1"#),
+            text.contains(
+                r#"podmedic_admission_requests_total{path="mutate",kind="Pod",operation="CREATE",result="patched"} 1"#
+            ),
             "{text}"
         );
         assert!(text.contains(r#"podmedic_changes_total{type="sidecar_moved"} 1"#), "{text}");

@@ -1,6 +1,7 @@
-//! The webhook's HTTP surface: `POST /mutate` and `POST /warn` decode nothing themselves and
-//! dispatch the body to the engine's `admit` / `admit_warnings`, then log, count and encode; plus
-//! the plain-HTTP health and metrics.
+//! The webhook's HTTP surface: `POST /mutate`, `/warn` and `/converge` decode nothing themselves
+//! and hand the body to the engine's `admit_at` with the path that received it (the engine
+//! decides what each path does), then log, count and encode; plus the plain-HTTP health and
+//! metrics.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,9 +12,9 @@ use axum::error_handling::HandleErrorLayer;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use podmedic_engine::admission::{self, Admission, Environment, ReviewError};
+use podmedic_engine::admission::{self, Admission, Endpoint, Environment};
 use tower::ServiceBuilder;
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower::load_shed::LoadShedLayer;
@@ -50,30 +51,40 @@ impl WebhookState {
     }
 }
 
-/// The webhook's HTTP surface, with panics caught and excess load shed: `POST /mutate` (the
-/// mutating webhook) and `POST /warn` (the validating webhook of workloads: warnings only).
+/// The webhook's HTTP surface: `POST /mutate`, `/warn` and `/converge` (see
+/// [`Endpoint`]), with panics caught and excess load shed. The three paths share one limit of
+/// requests in flight.
 pub fn router(state: WebhookState) -> Router {
     let metrics = state.metrics.clone();
+    let limit = GlobalConcurrencyLimitLayer::new(state.max_concurrency);
+    let mut router = Router::new();
+    for endpoint in Endpoint::ALL {
+        router = router.route(endpoint.path(), admission_route(endpoint, &state, limit.clone()));
+    }
+    with_panic_guard(router.fallback(not_found), metrics)
+}
+
+/// `POST <path>` for one endpoint, behind the shared concurrency limit.
+fn admission_route(endpoint: Endpoint, state: &WebhookState, limit: GlobalConcurrencyLimitLayer) -> MethodRouter {
     let shed_metrics = state.metrics.clone();
     // Shedding rather than queueing: a request that waits here is one the API server may already
     // have given up on, and its failurePolicy is the better answer under overload. One limit for
-    // both paths: they share the engine and the CPU.
-    let limits = ServiceBuilder::new()
-        .layer(HandleErrorLayer::new(move |_: tower::BoxError| {
-            let metrics = shed_metrics.clone();
-            async move {
-                metrics.error(reason::OVERLOADED);
-                json_error(StatusCode::SERVICE_UNAVAILABLE, "podmedic is overloaded, try again")
-            }
-        }))
-        .layer(LoadShedLayer::new())
-        .layer(GlobalConcurrencyLimitLayer::new(state.max_concurrency));
-    let routes = Router::new()
-        .route("/mutate", post(mutate).fallback(method_not_allowed))
-        .route("/warn", post(warn).fallback(method_not_allowed))
-        .route_layer(limits)
-        .with_state(state);
-    with_panic_guard(routes.fallback(not_found), metrics)
+    // every path: they share the engine and the CPU.
+    post(move |state: State<WebhookState>, request: Request| review(endpoint, state, request))
+        .fallback(method_not_allowed)
+        .layer(
+            ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(move |_: tower::BoxError| {
+                    let metrics = shed_metrics.clone();
+                    async move {
+                        metrics.error(reason::OVERLOADED);
+                        json_error(StatusCode::SERVICE_UNAVAILABLE, "podmedic is overloaded, try again")
+                    }
+                }))
+                .layer(LoadShedLayer::new())
+                .layer(limit),
+        )
+        .with_state(state.clone())
 }
 
 /// Turns a panic in any handler of `router` into a 500 and a metric instead of a dropped
@@ -102,22 +113,8 @@ impl ResponseForPanic for PanicResponse {
     }
 }
 
-/// `POST /mutate`: an AdmissionReview in, an AdmissionReview out (a patch and warnings).
-async fn mutate(State(state): State<WebhookState>, request: Request) -> Response {
-    review(&state, request, admission::admit).await
-}
-
-/// `POST /warn`: an AdmissionReview of a workload in, an AdmissionReview out with warnings only.
-async fn warn(State(state): State<WebhookState>, request: Request) -> Response {
-    review(&state, request, admission::admit_warnings).await
-}
-
-/// Reads the body within the limits, answers it with `answer`, logs and counts.
-async fn review(
-    state: &WebhookState,
-    request: Request,
-    answer: fn(&[u8], &Environment) -> Result<Admission, ReviewError>,
-) -> Response {
+/// `POST /mutate`, `/warn` or `/converge`: an AdmissionReview in, an AdmissionReview out.
+async fn review(endpoint: Endpoint, State(state): State<WebhookState>, request: Request) -> Response {
     let started = Instant::now();
     let metrics = &state.metrics;
     if !is_json(request.headers()) {
@@ -148,7 +145,7 @@ async fn review(
         }
     };
 
-    match answer(&body, &state.environment) {
+    match admission::admit_at(endpoint, &body, &state.environment) {
         Ok(admission) => {
             let elapsed = started.elapsed();
             log_admission(&admission, elapsed);
@@ -157,7 +154,7 @@ async fn review(
         }
         Err(e) => {
             metrics.error(e.metric_label());
-            tracing::warn!(error = %e, "refused a body that is not an AdmissionReview");
+            tracing::warn!(path = endpoint.path(), error = %e, "refused a body that is not an AdmissionReview");
             json_error(StatusCode::BAD_REQUEST, &e.to_string())
         }
     }
@@ -169,10 +166,12 @@ fn log_admission(admission: &Admission, elapsed: Duration) {
     let changes = changes.join(",");
     tracing::info!(
         uid = %admission.uid,
+        path = admission.endpoint.path(),
         kind = %admission.kind,
         namespace = %admission.namespace,
         name = %admission.name,
         operation = admission.operation,
+        dry_run = admission.dry_run,
         result = admission.outcome.label(),
         changes = %changes,
         warnings = admission.warnings,
@@ -182,6 +181,7 @@ fn log_admission(admission: &Admission, elapsed: Duration) {
     if let Some((label, message)) = &admission.skip_reason {
         tracing::error!(
             uid = %admission.uid,
+            path = admission.endpoint.path(),
             kind = %admission.kind,
             namespace = %admission.namespace,
             name = %admission.name,
@@ -212,7 +212,7 @@ async fn method_not_allowed() -> Response {
 }
 
 async fn not_found() -> Response {
-    json_error(StatusCode::NOT_FOUND, "not found; the webhook is POST /mutate and POST /warn")
+    json_error(StatusCode::NOT_FOUND, "not found; the webhook's paths are POST /mutate, /warn and /converge")
 }
 
 /// `{"error": message}` with `status`.
@@ -307,6 +307,26 @@ mod tests {
             router(state()).oneshot(request(Method::POST, Some("application/json"), "{not json")).await.unwrap();
         assert_eq!(response.status(), StatusCode::BAD_REQUEST);
         assert!(error_of(response).await.contains("not a valid AdmissionReview"));
+    }
+
+    #[tokio::test]
+    async fn each_endpoint_answers_on_its_path_and_only_to_post() {
+        let review = r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u1",
+            "kind":{"group":"","version":"v1","kind":"Secret"},"resource":{"group":"","version":"v1","resource":"secrets"},
+            "operation":"CREATE","object":{"kind":"Secret"}}}"#;
+        for endpoint in Endpoint::ALL {
+            let post = Request::builder()
+                .method(Method::POST)
+                .uri(endpoint.path())
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(review))
+                .unwrap();
+            let response = router(state()).oneshot(post).await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK, "{}", endpoint.path());
+            let get = Request::builder().uri(endpoint.path()).body(Body::empty()).unwrap();
+            let response = router(state()).oneshot(get).await.unwrap();
+            assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED, "{}", endpoint.path());
+        }
     }
 
     #[tokio::test]

@@ -182,11 +182,23 @@ fn keys_are_private_and_the_secret_and_ca_bundle_carry_the_files() {
     assert_eq!(ca_bundle.trim(), b64(&read(&out, "ca.crt")), "the caBundle is ca.crt, base64");
     assert!(!ca_bundle.trim().contains('\n'), "one line, ready to paste");
 
+    // Each webhook's name is tested before its caBundle is set (deploy/ checks the overlay
+    // renders with every webhook trusting the CA).
+    let patch_for = |webhooks: &[&str]| {
+        let ops = webhooks.iter().enumerate().flat_map(|(i, name)| {
+            [
+                serde_json::json!({"op": "test", "path": format!("/webhooks/{i}/name"), "value": name}),
+                serde_json::json!({"op": "add", "path": format!("/webhooks/{i}/clientConfig/caBundle"),
+                                   "value": ca_bundle.trim()}),
+            ]
+        });
+        Value::Array(ops.collect())
+    };
     let patch: Value = yaml_serde::from_str(&read(&out, "webhook-ca-bundle-patch.yaml")).expect("patch is YAML");
-    assert_eq!(
-        patch,
-        serde_json::json!([{"op": "add", "path": "/webhooks/0/clientConfig/caBundle", "value": ca_bundle.trim()}])
-    );
+    assert_eq!(patch, patch_for(&["mutate.podmedic.io", "converge.podmedic.io"]));
+    let patch: Value =
+        yaml_serde::from_str(&read(&out, "validating-webhook-ca-bundle-patch.yaml")).expect("patch is YAML");
+    assert_eq!(patch, patch_for(&["warn.podmedic.io", "warn-workloads.podmedic.io"]));
 }
 
 #[test]

@@ -28,8 +28,12 @@ pub const SIDECARS_ANNOTATION: &str = key!("sidecars");
 pub const NOT_SIDECARS_ANNOTATION: &str = key!("not-sidecars");
 /// Annotation that places moved sidecars before the regular init containers (`first`).
 pub const SIDECAR_POSITION_ANNOTATION: &str = key!("sidecar-position");
-/// Annotation on which podmedic records what it changed.
+/// Annotation on which podmedic records what it changed, for people (shortened when long).
 pub const CHANGES_ANNOTATION: &str = key!("changes");
+/// Annotation on which podmedic records, for itself, the containers it moved into
+/// `initContainers` and a fingerprint of each as the user wrote it (JSON, never shortened). An
+/// UPDATE that sends the container back (a GitOps re-apply) is converged with it: see `converge`.
+pub const MOVED_ANNOTATION: &str = key!("moved");
 /// Annotation (on a namespace or a pod template) with default requests for regular containers.
 pub const DEFAULT_REQUESTS_ANNOTATION: &str = key!("default-requests");
 /// Annotation (on a namespace) with default requests for sidecars.
@@ -145,7 +149,14 @@ pub fn namespace_settings(annotations: &BTreeMap<String, String>) -> (NamespaceS
 /// Annotations that belong on workloads, which a namespace may carry without it being a mistake
 /// (for example copied by a tool that annotates everything).
 fn is_object_annotation(key: &str) -> bool {
-    matches!(key, SIDECARS_ANNOTATION | NOT_SIDECARS_ANNOTATION | SIDECAR_POSITION_ANNOTATION | CHANGES_ANNOTATION)
+    matches!(
+        key,
+        SIDECARS_ANNOTATION
+            | NOT_SIDECARS_ANNOTATION
+            | SIDECAR_POSITION_ANNOTATION
+            | CHANGES_ANNOTATION
+            | MOVED_ANNOTATION
+    )
 }
 
 /// `none`, `readiness`, `readiness,liveness` (any order) into (readiness, liveness).
@@ -178,7 +189,8 @@ mod tests {
 
     #[test]
     fn every_key_has_the_prefix() {
-        for key in [ENABLED_LABEL, SKIP_ANNOTATION, CHANGES_ANNOTATION, NAMESPACE_OPT_OUT_ANNOTATION] {
+        for key in [ENABLED_LABEL, SKIP_ANNOTATION, CHANGES_ANNOTATION, MOVED_ANNOTATION, NAMESPACE_OPT_OUT_ANNOTATION]
+        {
             assert!(is_podmedic_key(key) && key.len() > PREFIX.len(), "{key}");
         }
         assert_eq!(PREFIX, "podmedic.io/");

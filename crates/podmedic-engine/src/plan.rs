@@ -1,5 +1,5 @@
 //! The plan: every concern run in order on the pod spec of an object (located by
-//! [`crate::target`]), and the changes recorded in `podmedic.io/changes`.
+//! [`crate::target`]), and what it did recorded in `podmedic.io/changes` and `podmedic.io/moved`.
 
 use serde_json::Value;
 
@@ -58,9 +58,7 @@ pub(crate) fn plan(object: &Object<'_>, ctx: &Context<'_>) -> Mutation {
     }
     out.notes.extend(probe_notes.iter().cloned());
 
-    if !out.changes.is_empty() {
-        record_changes(&target, &out.changes, &probe_notes, &mut patch);
-    }
+    write_records(object, &target, &selection, &out.changes, &probe_notes, &mut patch);
     out.patch = patch.build();
     out.warnings = warnings::finish(std::mem::take(&mut out.warnings));
     out
@@ -71,13 +69,30 @@ fn is_skipped(target: &PodTarget<'_>) -> bool {
     yes(target.object_meta) || yes(target.pod_meta)
 }
 
+/// The one place the plan writes annotations: podmedic's two records (see [`crate::record`]).
+/// `podmedic.io/changes` first, since it creates the annotations map where there is none: a move
+/// is always a change, so `podmedic.io/moved` (on the pod template only) finds the map in place.
+fn write_records(
+    object: &Object<'_>,
+    target: &PodTarget<'_>,
+    selection: &sidecars::Selection<'_>,
+    changes: &[Change],
+    notes: &[String],
+    patch: &mut PatchBuilder,
+) {
+    if !changes.is_empty() {
+        record_changes(target, changes, notes, patch);
+    }
+    record::moved::record_moves(object, target, selection, patch);
+}
+
 /// Records the changes in `podmedic.io/changes` on the object and on its pod template, rewriting
-/// what an earlier run recorded there (see [`crate::record`]).
+/// what an earlier run recorded there (see [`crate::record::changes`]).
 fn record_changes(target: &PodTarget<'_>, changes: &[Change], notes: &[String], patch: &mut PatchBuilder) {
     let mut summary: Vec<String> = changes.iter().map(ToString::to_string).collect();
     summary.extend(notes.iter().cloned());
     let mut annotate = |meta: Option<&Metadata<'_>>, meta_loc: &Location| {
-        let text = record::rewrite(meta.and_then(|m| m.annotation(CHANGES_ANNOTATION)), &summary);
+        let text = record::changes::rewrite(meta.and_then(|m| m.annotation(CHANGES_ANNOTATION)), &summary);
         match meta {
             None => patch.add(meta_loc, serde_json::json!({ "annotations": { CHANGES_ANNOTATION: text } })),
             Some(m) => patch.set_map_entry(

@@ -1,4 +1,5 @@
-//! AdmissionReview in, AdmissionReview out: decode, dispatch by kind and operation, encode.
+//! AdmissionReview in, AdmissionReview out: decode, dispatch by path, kind and operation
+//! (`dispatch.rs`), encode.
 //!
 //! The request envelope is decoded by `envelope.rs`, a borrowed view of the body. kube's
 //! `AdmissionReview<T>` flattens its type meta, which makes serde buffer the whole request (object
@@ -14,11 +15,16 @@
 //! tracking, the object again for `generateName`) used to cost more than parsing it into a
 //! `serde_json::Value`.
 //!
+//! An UPDATE that podmedic converges (`dispatch.rs`) needs the object's JSON text and the stored
+//! object: the stored object is always kept as a [`RawValue`] slice, and such an UPDATE is read on
+//! the slow path, which keeps the object as one too.
+//!
 //! The response is built from the request (see `response.rs`), so the uid is always echoed.
 //!
 //! podmedic fails open: when the engine cannot handle an object, the object is allowed unchanged
 //! with a warning `podmedic skipped this object: <reason>`.
 
+mod dispatch;
 mod envelope;
 mod error;
 mod response;
@@ -31,11 +37,13 @@ use crate::annotations::NamespaceSettings;
 use crate::cluster::{ClusterView, NamespaceObjects, NodeFacts};
 use crate::kubernetes::NativeSidecars;
 use crate::mutation::{ChangeKind, Context, MutateError, Mutation};
-use crate::object::Object;
+use crate::object::{Object, Source};
 use crate::policy::Policy;
 use crate::warnings::shorten as shorten_warning;
+pub use dispatch::Endpoint;
+use dispatch::{acts_on, decide, holds_template, needs_raw, warnings_only};
 pub use envelope::{API_VERSION, KIND};
-use envelope::{Operation, ReceivedObject, RequestEnvelope, ReviewEnvelope, decode_error};
+use envelope::{ReceivedObject, ReviewEnvelope, decode_error};
 pub use error::ReviewError;
 use response::Response;
 
@@ -129,7 +137,10 @@ pub enum Outcome {
     Patched,
     /// Allowed unchanged: nothing to fix.
     Unchanged,
-    /// Allowed unchanged: kind, operation, dry run or namespace opt-out means podmedic does not act.
+    /// Allowed unchanged with podmedic's view as warnings (`/warn`).
+    Warned,
+    /// Allowed unchanged: the kind, the operation or the namespace's opt-out means podmedic does
+    /// not act.
     Ignored,
     /// Allowed unchanged because podmedic failed on the object (fail open).
     Skipped,
@@ -141,6 +152,7 @@ impl Outcome {
         match self {
             Outcome::Patched => "patched",
             Outcome::Unchanged => "unchanged",
+            Outcome::Warned => "warned",
             Outcome::Ignored => "ignored",
             Outcome::Skipped => "skipped",
         }
@@ -162,6 +174,10 @@ pub struct Admission {
     pub name: String,
     /// `CREATE`, `UPDATE`, ...
     pub operation: &'static str,
+    /// The path that answered.
+    pub endpoint: Endpoint,
+    /// The request was a dry run (answered like the real request).
+    pub dry_run: bool,
     /// What podmedic did.
     pub outcome: Outcome,
     /// The kinds of change made.
@@ -172,45 +188,35 @@ pub struct Admission {
     pub skip_reason: Option<(&'static str, String)>,
 }
 
-/// How a request is answered: which webhook path it came in on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Answer {
-    /// `/mutate`: Pods, Jobs and CronJobs get a patch and warnings.
-    Mutate,
-    /// `/warn`: pod templates (Deployments, StatefulSets, DaemonSets, Jobs, CronJobs) get warnings
-    /// only, never a patch.
-    Warn,
-}
-
-/// Decodes an AdmissionReview, runs the engine where podmedic acts, and encodes the response
-/// (the mutating webhook, `/mutate`).
+/// Answers an AdmissionReview sent to `/mutate` (see [`admit_at`]).
 pub fn admit(body: &[u8], env: &Environment) -> Result<Admission, ReviewError> {
-    admit_as(body, env, Answer::Mutate)
+    admit_at(Endpoint::Mutate, body, env)
 }
 
-/// Decodes an AdmissionReview of a workload that holds a pod template and answers it with
-/// warnings only, never a patch (the validating webhook, `/warn`): what podmedic found that will
-/// keep its Pods from starting, and the warnings `/mutate` gives.
-pub fn admit_warnings(body: &[u8], env: &Environment) -> Result<Admission, ReviewError> {
-    admit_as(body, env, Answer::Warn)
-}
-
-fn admit_as(body: &[u8], env: &Environment, how: Answer) -> Result<Admission, ReviewError> {
+/// Decodes an AdmissionReview sent to `endpoint`, runs the engine where that endpoint acts, and
+/// encodes the response.
+pub fn admit_at(endpoint: Endpoint, body: &[u8], env: &Environment) -> Result<Admission, ReviewError> {
     // One pass over the body. A panic while decoding falls back to the slow path too, whose engine
     // call is guarded (fail open).
     let fast = std::panic::catch_unwind(|| serde_json::from_slice::<ReviewEnvelope<'_, Object<'_>>>(body));
-    if let Ok(Ok(envelope)) = fast {
-        return answer(envelope, env, how);
+    if let Ok(Ok(mut envelope)) = fast {
+        let converges = envelope.request.as_ref().is_some_and(|r| needs_raw(endpoint, r));
+        if !converges {
+            if let Some(object) = envelope.request.as_mut().and_then(|r| r.object.as_mut()) {
+                object.source = Source::Review(body);
+            }
+            return answer(endpoint, envelope, env);
+        }
     }
     let envelope: ReviewEnvelope<'_, &RawValue> = serde_json::from_slice(body).map_err(|e| decode_error(body, e))?;
-    answer(envelope, env, how)
+    answer(endpoint, envelope, env)
 }
 
 /// Checks the envelope, runs the engine where podmedic acts, and encodes the response.
 fn answer<O: ReceivedObject>(
+    endpoint: Endpoint,
     envelope: ReviewEnvelope<'_, O>,
     env: &Environment,
-    how: Answer,
 ) -> Result<Admission, ReviewError> {
     let api_version = envelope.api_version.as_deref().unwrap_or_default();
     let kind = envelope.kind.as_deref().unwrap_or_default();
@@ -218,10 +224,7 @@ fn answer<O: ReceivedObject>(
         return Err(ReviewError::WrongType { api_version: api_version.to_owned(), kind: kind.to_owned() });
     }
     let mut request = envelope.request.ok_or(ReviewError::MissingRequest)?;
-    let acts = match how {
-        Answer::Mutate => acts_on(&request),
-        Answer::Warn => warns_on(&request),
-    };
+    let acts = acts_on(endpoint, &request);
     // Only pod templates are checked against the cluster: Pods never read it.
     let templates = holds_template(&request);
     let mut admission = Admission {
@@ -231,6 +234,8 @@ fn answer<O: ReceivedObject>(
         kind: request.kind.kind,
         namespace: request.namespace.clone().unwrap_or_default(),
         operation: request.operation.label(),
+        endpoint,
+        dry_run: request.dry_run,
         outcome: Outcome::Ignored,
         changes: Vec::new(),
         warnings: 0,
@@ -252,8 +257,9 @@ fn answer<O: ReceivedObject>(
             };
             let ctx =
                 Context { policy: &env.policy, native_sidecars: &capability, namespace: namespace.as_deref(), cluster };
-            let dry_run = request.dry_run;
-            respond(&mut response, &object, &ctx, dry_run, how, &mut admission)?;
+            let old_object = request.old_object;
+            let run = || decide(endpoint, request.operation, &object, old_object, &ctx);
+            respond(&mut response, run, &mut admission)?;
         }
     }
 
@@ -261,16 +267,14 @@ fn answer<O: ReceivedObject>(
     Ok(admission)
 }
 
-/// Runs the engine on the object and fills in the response.
+/// Runs the engine (`run`) and fills in the response. A dry run gets the same answer as the real
+/// request: `kubectl diff`, `--dry-run=server` and the GitOps tools' diffs compare against it.
 fn respond(
     response: &mut Response,
-    object: &impl ReceivedObject,
-    ctx: &Context<'_>,
-    dry_run: bool,
-    how: Answer,
+    run: impl FnOnce() -> Result<Mutation, MutateError>,
     admission: &mut Admission,
 ) -> Result<(), ReviewError> {
-    let mutation = match guarded_mutate(object, ctx) {
+    let mutation = match guarded(run) {
         Ok(m) => m,
         Err(err) => {
             let message = err.to_string();
@@ -281,35 +285,27 @@ fn respond(
             return Ok(());
         }
     };
-    let mut warnings = mutation.warnings;
-    if how == Answer::Warn {
-        // Warnings only: whatever the engine would change is `/mutate`'s business.
-        admission.outcome = Outcome::Unchanged;
-    } else if dry_run {
-        // A dry run is answered unchanged; say what a real request would get.
-        if !mutation.changes.is_empty() {
-            let summary: Vec<String> = mutation.changes.iter().map(ToString::to_string).collect();
-            warnings.insert(
-                0,
-                shorten_warning(format!("podmedic (dry run, not applied) would change: {}", summary.join("; "))),
-            );
-        }
-        admission.outcome = Outcome::Ignored;
+    let warnings = if admission.endpoint == Endpoint::Warn {
+        let warnings = warnings_only(&admission.kind, mutation);
+        admission.outcome = if warnings.is_empty() { Outcome::Unchanged } else { Outcome::Warned };
+        warnings
     } else if mutation.patch.0.is_empty() {
         admission.outcome = Outcome::Unchanged;
+        mutation.warnings
     } else {
         admission.changes = mutation.changes.iter().map(|c| c.kind).collect();
         response.set_patch(&mutation.patch)?;
         admission.outcome = Outcome::Patched;
-    }
+        mutation.warnings
+    };
     admission.warnings = warnings.len();
     response.warnings = warnings;
     Ok(())
 }
 
 /// The engine, with a panic in it turned into a skip: a bug in one rule must not deny or drop Pods.
-fn guarded_mutate(object: &impl ReceivedObject, ctx: &Context<'_>) -> Result<Mutation, SkipReason> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| object.mutate(ctx)))
+fn guarded(run: impl FnOnce() -> Result<Mutation, MutateError>) -> Result<Mutation, SkipReason> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(run))
         .map_err(|_| SkipReason::Panic)?
         .map_err(SkipReason::Engine)
 }
@@ -329,38 +325,4 @@ impl SkipReason {
             SkipReason::Panic => "engine_panic",
         }
     }
-}
-
-/// Which requests `/warn` answers: CREATE and UPDATE of the workloads that hold a pod template
-/// people write (Deployments, StatefulSets, DaemonSets, Jobs, CronJobs). Subresources (scale,
-/// status) never.
-fn warns_on<O>(req: &RequestEnvelope<O>) -> bool {
-    if req.sub_resource.as_deref().is_some_and(|s| !s.is_empty()) {
-        return false;
-    }
-    matches!(req.operation, Operation::Create | Operation::Update) && holds_template(req)
-}
-
-/// Whether the request's object is a workload with a pod template the checks look at.
-fn holds_template<O>(req: &RequestEnvelope<O>) -> bool {
-    let gvk = &req.kind;
-    matches!(
-        (gvk.group.as_str(), gvk.version.as_str(), gvk.kind.as_str()),
-        ("apps", "v1", "Deployment" | "StatefulSet" | "DaemonSet") | ("batch", "v1", "Job" | "CronJob")
-    )
-}
-
-/// Which requests podmedic mutates: CREATE of Pods, Jobs and CronJobs, UPDATE of CronJobs.
-/// Subresources (status, ephemeralcontainers, binding) are never mutated.
-fn acts_on<O>(req: &RequestEnvelope<O>) -> bool {
-    if req.sub_resource.as_deref().is_some_and(|s| !s.is_empty()) {
-        return false;
-    }
-    let gvk = &req.kind;
-    matches!(
-        (gvk.group.as_str(), gvk.version.as_str(), gvk.kind.as_str(), req.operation),
-        ("", "v1", "Pod", Operation::Create)
-            | ("batch", "v1", "Job", Operation::Create)
-            | ("batch", "v1", "CronJob", Operation::Create | Operation::Update)
-    )
 }

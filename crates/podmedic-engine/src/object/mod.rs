@@ -16,12 +16,14 @@ mod decode;
 mod placement;
 mod probe;
 mod references;
+mod source;
 
 pub use decode::{StrMap, Text};
 use decode::{object, objects, podmedic_annotations, present};
 pub use placement::{Affinity, NodeAffinity, NodeSelector, NodeSelectorTerm, SelectorRequirement, Toleration};
 pub use probe::{ExecAction, GrpcAction, HttpGetAction, PortRef, Probe, TcpSocketAction};
 pub use references::{EnvFromSource, EnvVarSource, Projected, Projection, Reference, Volume};
+pub use source::Source;
 
 /// Any Kubernetes object podmedic may look at.
 #[derive(Debug, Default, Deserialize)]
@@ -39,6 +41,10 @@ pub struct Object<'a> {
     /// The spec; a union of the fields of PodSpec, JobSpec, CronJobSpec and workload specs.
     #[serde(default, borrow, deserialize_with = "object")]
     pub spec: Option<Spec<'a>>,
+    /// Where the object's raw JSON can be read again (set by the constructors below and by the
+    /// admission handler).
+    #[serde(skip)]
+    pub source: Source<'a>,
 }
 
 impl<'a> Object<'a> {
@@ -47,13 +53,13 @@ impl<'a> Object<'a> {
         let mut de = serde_json::Deserializer::from_str(raw);
         let object: Option<Object<'a>> = serde_path_to_error::deserialize(&mut de).map_err(malformed)?;
         de.end().map_err(|e| MutateError::Malformed(e.to_string()))?;
-        Ok(object.unwrap_or_default())
+        Ok(Object { source: Source::Json(raw), ..object.unwrap_or_default() })
     }
 
     /// Decodes the view from a parsed value.
     pub fn from_value(value: &'a serde_json::Value) -> Result<Object<'a>, MutateError> {
         let object: Option<Object<'a>> = serde_path_to_error::deserialize(value).map_err(malformed)?;
-        Ok(object.unwrap_or_default())
+        Ok(Object { source: Source::Value(value), ..object.unwrap_or_default() })
     }
 }
 
