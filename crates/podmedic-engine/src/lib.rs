@@ -33,6 +33,7 @@ mod resources;
 mod sidecars;
 mod target;
 mod warnings;
+pub mod work;
 
 pub use annotations::NamespaceSettings;
 pub use kubernetes::{ImageRef, KubeVersion, NativeSidecars, Quantity};
@@ -40,7 +41,7 @@ pub use mutation::{Change, ChangeKind, Context, MutateError, Mutation};
 pub use patch::{Location, PatchBuilder, escape_pointer_token};
 pub use policy::Policy;
 pub use probes::{STARTUP_FAILURE_THRESHOLD, STARTUP_PERIOD_SECONDS};
-pub use warnings::{MAX_WARNING_LEN, shorten as shorten_warning};
+pub use warnings::{MAX_WARNING_LEN, MAX_WARNINGS, shorten as shorten_warning};
 
 /// Computes the mutation for an object given as raw JSON text.
 pub fn mutate_json(raw: &str, ctx: &Context<'_>) -> Result<Mutation, MutateError> {

@@ -14,6 +14,7 @@ use crate::object::Container;
 use crate::patch::PatchBuilder;
 use crate::policy::ProbeProfile;
 use crate::target::{PodTarget, Section, Slot};
+use crate::warnings::Warnings;
 
 /// Startup probe period.
 pub const STARTUP_PERIOD_SECONDS: u32 = 1;
@@ -27,7 +28,7 @@ pub(crate) fn add_startup_probes(
     patch: &mut PatchBuilder,
     changes: &mut Vec<Change>,
     notes: &mut Vec<String>,
-    warnings: &mut Vec<String>,
+    warnings: &mut Warnings,
 ) {
     // A sidecar that starts before a mesh proxy sees its traffic redirected to a proxy that is not
     // running; with a startup probe it would never become ready and the Pod would stay in Init.

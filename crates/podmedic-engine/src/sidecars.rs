@@ -3,15 +3,18 @@
 //! Order of the rules: `podmedic.io/skip` (in [`crate::plan`]), then workloads that manage their own
 //! containers, then the `podmedic.io/sidecars` annotation, then the catalogue.
 
+use std::collections::{HashMap, HashSet};
+
 use serde_json::Value;
 
-use crate::annotations::{SIDECAR_POSITION_ANNOTATION, SIDECARS_ANNOTATION};
+use crate::annotations::{MAX_LISTED_NAMES, SIDECAR_POSITION_ANNOTATION, SIDECARS_ANNOTATION, name_list};
 use crate::kubernetes::ImageRef;
 use crate::mutation::{Change, ChangeKind, Context};
 use crate::object::Container;
 use crate::patch::PatchBuilder;
 use crate::policy::{Policy, SidecarProfile};
 use crate::target::{PodTarget, Section, Slot};
+use crate::warnings::Warnings;
 
 /// The sidecars chosen to move, in the order they will stand in `initContainers`.
 #[derive(Debug, Default)]
@@ -48,37 +51,94 @@ pub(crate) fn profile_for<'p>(policy: &'p Policy, container: &Container<'_>) -> 
     policy.sidecar_for(&container.name, image.as_ref(), &|word| argv_has_word(container, word))
 }
 
+/// Most sidecars podmedic moves in one Pod. Real Pods have a few; a Pod with more candidates is
+/// left as it is (with a warning), so that the patch stays small whatever the Pod.
+pub(crate) const MAX_MOVED_SIDECARS: usize = 64;
+
+/// The catalogue entry of every container of the Pod, looked up once per container: selection,
+/// the moves and the mesh checks all read it from here.
+pub(crate) struct Profiles<'p> {
+    regular: Vec<Option<&'p SidecarProfile>>,
+    init: Vec<Option<&'p SidecarProfile>>,
+}
+
+impl<'p> Profiles<'p> {
+    /// Looks up the catalogue entry of each regular and init container.
+    pub fn look_up(target: &PodTarget<'_>, policy: &'p Policy) -> Profiles<'p> {
+        let look_up = |containers: &[Container<'_>]| {
+            containers
+                .iter()
+                .map(|c| {
+                    crate::work::step(1);
+                    profile_for(policy, c)
+                })
+                .collect()
+        };
+        Profiles { regular: look_up(target.containers()), init: look_up(target.init_containers()) }
+    }
+
+    /// The entry of regular container `i`.
+    pub fn regular(&self, i: usize) -> Option<&'p SidecarProfile> {
+        self.regular.get(i).copied().flatten()
+    }
+
+    /// The entry of init container `i`.
+    pub fn init(&self, i: usize) -> Option<&'p SidecarProfile> {
+        self.init.get(i).copied().flatten()
+    }
+}
+
 /// Chooses the sidecars of a run-to-completion pod.
 pub(crate) fn select<'v>(
     target: &PodTarget<'v>,
     ctx: &Context<'v>,
-    warnings: &mut Vec<String>,
+    profiles: &Profiles<'v>,
+    warnings: &mut Warnings,
     notes: &mut Vec<String>,
 ) -> Selection<'v> {
     let containers = target.containers();
-    let policy = ctx.policy;
     let mut candidates: Vec<(usize, Option<&'v SidecarProfile>)> = Vec::new();
 
     if let Some(list) = target.annotation(SIDECARS_ANNOTATION) {
-        for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-            if let Some(i) = containers.iter().position(|c| c.name.as_str() == name) {
-                if !candidates.iter().any(|(j, _)| *j == i) {
-                    candidates.push((i, profile_for(policy, &containers[i])));
-                }
-            } else if !target.init_containers().iter().any(|c| c.name.as_str() == name && c.is_restartable()) {
+        let list = name_list(list);
+        if list.ignored > 0 {
+            warnings.push(format!(
+                "{SIDECARS_ANNOTATION} names more than {MAX_LISTED_NAMES} containers; {} further names were ignored",
+                list.ignored
+            ));
+        }
+        // The first container of each name (names are unique in a valid Pod).
+        let mut by_name: HashMap<&str, usize> = HashMap::with_capacity(containers.len());
+        for (i, c) in containers.iter().enumerate().rev() {
+            crate::work::step(1);
+            by_name.insert(c.name.as_str(), i);
+        }
+        let native: HashSet<&str> =
+            target.init_containers().iter().filter(|c| c.is_restartable()).map(|c| c.name.as_str()).collect();
+        for name in list.names {
+            crate::work::step(1);
+            if let Some(&i) = by_name.get(name) {
+                candidates.push((i, profiles.regular(i)));
+            } else if !native.contains(name) {
                 warnings.push(format!("{SIDECARS_ANNOTATION} names \"{name}\", which is not a container of this Pod"));
             }
         }
         candidates.sort_by_key(|(i, _)| *i);
     } else {
-        for (i, c) in containers.iter().enumerate() {
-            if let Some(profile) = profile_for(policy, c) {
+        for i in 0..containers.len() {
+            crate::work::step(1);
+            if let Some(profile) = profiles.regular(i) {
                 candidates.push((i, Some(profile)));
             }
         }
     }
+    if candidates.is_empty() {
+        return Selection::default();
+    }
 
+    let init_names: HashSet<&str> = target.init_containers().iter().map(|c| c.name.as_str()).collect();
     candidates.retain(|(i, _)| {
+        crate::work::step(1);
         let c = &containers[*i];
         if c.restart_policy.is_some() || c.restart_policy_rules {
             warnings.push(format!(
@@ -86,7 +146,7 @@ pub(crate) fn select<'v>(
                 c.name
             ));
             false
-        } else if target.init_containers().iter().any(|init| init.name == c.name) {
+        } else if init_names.contains(c.name.as_str()) {
             warnings.push(format!(
                 "container {}: an init container has the same name; podmedic leaves it in place",
                 c.name
@@ -97,6 +157,13 @@ pub(crate) fn select<'v>(
         }
     });
     if candidates.is_empty() {
+        return Selection::default();
+    }
+    if candidates.len() > MAX_MOVED_SIDECARS {
+        warnings.push(format!(
+            "{} containers look like sidecars, more than the {MAX_MOVED_SIDECARS} podmedic moves in one Pod; nothing moved",
+            candidates.len()
+        ));
         return Selection::default();
     }
     let names = || candidates.iter().map(|(i, _)| containers[*i].name.as_str()).collect::<Vec<_>>().join(", ");
@@ -130,23 +197,27 @@ pub(crate) fn select<'v>(
 pub(crate) fn apply_moves<'v>(
     target: &PodTarget<'v>,
     selection: &Selection<'v>,
+    profiles: &Profiles<'v>,
     policy: &Policy,
     patch: &mut PatchBuilder,
     changes: &mut Vec<Change>,
 ) -> Vec<Slot<'v>> {
     let containers = target.containers();
     let inits = target.init_containers();
+    let is_mesh = |profile: Option<&SidecarProfile>| profile.is_some_and(|p| p.mesh);
 
     // Where the moved sidecars go in initContainers.
-    let insert_at = if selection.first { first_position(target, policy) } else { inits.len() };
+    let insert_at = if selection.first { first_position(target, profiles, policy) } else { inits.len() };
 
     // Final order of initContainers: existing ones with the moved sidecars inserted at `insert_at`.
-    let mut final_inits: Vec<(&'v Container<'v>, bool, Option<&'v SidecarProfile>)> =
-        inits.iter().map(|c| (c, false, None)).collect();
-    for (k, (i, profile)) in selection.moved.iter().enumerate() {
-        final_inits.insert(insert_at + k, (&containers[*i], true, *profile));
-    }
-    let mut remaining: Vec<usize> = (0..containers.len()).collect();
+    // (container, moved, catalogue entry of a moved sidecar, mesh proxy)
+    let mut final_inits: Vec<(&'v Container<'v>, bool, Option<&'v SidecarProfile>, bool)> =
+        Vec::with_capacity(inits.len() + selection.moved.len());
+    let existing = |(j, c): (usize, &'v Container<'v>)| (c, false, None, is_mesh(profiles.init(j)));
+    final_inits.extend(inits.iter().enumerate().take(insert_at).map(existing));
+    final_inits.extend(selection.moved.iter().map(|(i, profile)| (&containers[*i], true, *profile, is_mesh(*profile))));
+    final_inits.extend(inits.iter().enumerate().skip(insert_at).map(existing));
+    let mut moved = vec![false; containers.len()];
 
     if !selection.moved.is_empty() {
         let init_loc = target.spec_loc.child("initContainers");
@@ -154,9 +225,12 @@ pub(crate) fn apply_moves<'v>(
             patch.add(&init_loc, Value::Array(Vec::new()));
         }
         let containers_loc = target.spec_loc.child("containers");
+        let mut gone = MovedSoFar::new(containers.len());
         for (k, (i, _)) in selection.moved.iter().enumerate() {
-            let from = remaining.iter().position(|r| r == i).unwrap_or(*i);
-            remaining.remove(from);
+            // Where container `i` stands once the ones moved before it have left `containers`.
+            let from = i - gone.before(*i);
+            gone.insert(*i);
+            moved[*i] = true;
             patch.move_value(&containers_loc.index(from), &init_loc.index(insert_at + k));
         }
         for k in 0..selection.moved.len() {
@@ -174,41 +248,82 @@ pub(crate) fn apply_moves<'v>(
     let mut slots: Vec<Slot<'v>> = final_inits
         .into_iter()
         .enumerate()
-        .map(|(index, (container, moved, profile))| Slot {
-            container,
-            section: Section::Init,
-            index,
-            moved,
-            profile,
-            // A moved sidecar's catalogue entry was looked up when it was selected.
-            mesh: if moved { profile.is_some_and(|p| p.mesh) } else { is_mesh_proxy(policy, container) },
+        .map(|(index, (container, moved, profile, mesh))| {
+            crate::work::step(1);
+            Slot { container, section: Section::Init, index, moved, profile, mesh }
         })
         .collect();
-    slots.extend(remaining.into_iter().enumerate().map(|(index, i)| Slot {
-        container: &containers[i],
-        section: Section::Regular,
-        index,
-        moved: false,
-        profile: None,
-        mesh: is_mesh_proxy(policy, &containers[i]),
+    let remaining = (0..containers.len()).filter(|i| !moved[*i]);
+    slots.extend(remaining.enumerate().map(|(index, i)| {
+        crate::work::step(1);
+        Slot {
+            container: &containers[i],
+            section: Section::Regular,
+            index,
+            moved: false,
+            profile: None,
+            mesh: is_mesh(profiles.regular(i)),
+        }
     }));
     slots
 }
 
+/// The indices of `containers` moved so far, to tell where a container stands after the moves
+/// before it (a Fenwick tree: both operations take log n steps, so n moves stay n log n).
+struct MovedSoFar(Vec<usize>);
+
+impl MovedSoFar {
+    fn new(len: usize) -> Self {
+        MovedSoFar(vec![0; len + 1])
+    }
+
+    /// Records that index `i` moved.
+    fn insert(&mut self, i: usize) {
+        let mut at = i + 1;
+        while at < self.0.len() {
+            crate::work::step(1);
+            self.0[at] += 1;
+            at += at & at.wrapping_neg();
+        }
+    }
+
+    /// How many indices below `i` moved.
+    fn before(&self, i: usize) -> usize {
+        let (mut at, mut count) = (i, 0);
+        while at > 0 {
+            crate::work::step(1);
+            count += self.0[at];
+            at &= at - 1;
+        }
+        count
+    }
+}
+
 /// Position for `podmedic.io/sidecar-position: first`: after the last init container that belongs
 /// to a service mesh (its iptables init and its own proxy), before every other init container.
-fn first_position(target: &PodTarget<'_>, policy: &Policy) -> usize {
+fn first_position(target: &PodTarget<'_>, profiles: &Profiles<'_>, policy: &Policy) -> usize {
     target
         .init_containers()
         .iter()
-        .rposition(|c| {
+        .enumerate()
+        .rposition(|(j, c)| {
             policy.mesh_init_containers.iter().any(|n| n == c.name.as_str())
-                || (c.is_restartable() && is_mesh_proxy(policy, c))
+                || (c.is_restartable() && profiles.init(j).is_some_and(|p| p.mesh))
         })
         .map_or(0, |i| i + 1)
 }
 
-/// Whether a container is a service mesh proxy (by the catalogue).
-pub(crate) fn is_mesh_proxy(policy: &Policy, container: &Container<'_>) -> bool {
-    profile_for(policy, container).is_some_and(|p| p.mesh)
+#[cfg(test)]
+mod tests {
+    use super::MovedSoFar;
+
+    #[test]
+    fn moved_so_far_counts_the_indices_below() {
+        let mut gone = MovedSoFar::new(10);
+        for i in [7, 2, 9, 0] {
+            gone.insert(i);
+        }
+        let counts: Vec<usize> = (0..10).map(|i| gone.before(i)).collect();
+        assert_eq!(counts, [0, 1, 1, 2, 2, 2, 2, 2, 3, 3]);
+    }
 }

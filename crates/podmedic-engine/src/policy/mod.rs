@@ -153,7 +153,8 @@ impl Policy {
         words: &dyn Fn(&str) -> bool,
     ) -> Option<&SidecarProfile> {
         // Split the image once, not once per pattern: this runs for every container of every Pod.
-        let components = image.map(ImageRef::components);
+        // A reference longer than a registry accepts cannot be pulled: it matches by name only.
+        let components = image.filter(|i| i.fits_registry_limits()).map(ImageRef::components);
         self.sidecars.iter().zip(&self.compiled).find_map(|(profile, patterns)| {
             let by_name = profile.container_names.iter().any(|n| n == name);
             let by_image =
