@@ -12,14 +12,21 @@
 //! [`ClusterWatch`] only feeds them from the watches (`watch.rs`), with Nodes reduced to their
 //! kubelet version (`nodes.rs`) and Namespaces to their podmedic annotations (`namespaces.rs`).
 //!
+//! What podmedic does not know, it does not assume (`capability.rs`): before the API server has
+//! answered, or in a Pod that cannot reach it, native sidecars count as unavailable and every
+//! namespace as unknown (podmedic then changes nothing). Only with no cluster at all (`podmedic
+//! serve` on a laptop) does `auto` assume native sidecars, as `podmedic fix` does.
+//!
 //! RBAC: `get`, `list` and `watch` on `nodes` and `namespaces`, nothing else.
 
+mod capability;
 mod connection;
 mod namespaces;
 mod nodes;
 mod watch;
 
-pub use connection::{ClusterError, connect};
+pub use capability::CapabilityReason;
+pub use connection::{ClusterError, Connection, connect, in_a_pod};
 pub use namespaces::NamespaceCache;
 pub use nodes::{api_server_version_text, node_kubelet};
 pub use watch::{ClusterCounters, ClusterWatch, NativeSidecarsMode};
