@@ -14,7 +14,11 @@
 //! told to finish (HTTP/1.1 closes once the in-flight response is written, idle connections close
 //! at once, HTTP/2 gets GOAWAY), and whatever is still running at `--shutdown-timeout` is dropped.
 
+pub mod budget;
+mod connection;
+pub mod engine;
 mod error;
+mod health;
 mod listener;
 pub mod metrics;
 pub mod readiness;
@@ -34,7 +38,9 @@ pub use error::ServeError;
 pub use listener::{CertificateSource, Server, ServerConfig};
 use metrics::Metrics;
 use readiness::Readiness;
-pub use router::{WebhookState, health_router, router};
+pub use router::{
+    DEFAULT_ADMISSION_DEADLINE, DEFAULT_INLINE_MAX_BYTES, WebhookState, default_engine_threads, health_router, router,
+};
 pub use shutdown::shutdown_signal;
 
 /// Everything `podmedic serve` needs (from `cli::ServeArgs`).
@@ -42,6 +48,8 @@ pub use shutdown::shutdown_signal;
 pub struct ServeConfig {
     /// Listeners, certificates, limits and timeouts.
     pub server: ServerConfig,
+    /// Serve an ephemeral certificate even in a Pod (`--allow-ephemeral-certificate`).
+    pub allow_ephemeral_certificate: bool,
     /// Policy file merged over the built-in policy.
     pub policy: Option<PathBuf>,
     /// Whether sidecars may be moved: decided from the cluster, or forced.
@@ -60,7 +68,11 @@ pub fn default_ephemeral_ca_file() -> PathBuf {
 /// This is the one place the environment is assembled: the policy, and a [`ClusterWatch`] as the
 /// source of the native-sidecar capability and of the namespace settings. The watch registers
 /// its readiness gate here.
-pub async fn build_environment(config: &ServeConfig, readiness: &Readiness) -> Result<Environment, ServeError> {
+pub async fn build_environment(
+    config: &ServeConfig,
+    readiness: &Readiness,
+    metrics: &Metrics,
+) -> Result<Environment, ServeError> {
     let policy_gate = readiness.gate("policy");
     let policy = Policy::load_or_builtin(config.policy.as_deref())?;
     if let Some(path) = &config.policy {
@@ -69,6 +81,7 @@ pub async fn build_environment(config: &ServeConfig, readiness: &Readiness) -> R
     policy_gate.open();
     let cluster_gate = readiness.gate("cluster");
     let watch = Arc::new(ClusterWatch::start(config.native_sidecars, config.kubeconfig.as_deref()).await?);
+    metrics.watch_cluster(watch.clone());
     if watch.is_ready() {
         cluster_gate.open();
     } else {
@@ -98,9 +111,15 @@ pub async fn serve(config: &ServeConfig) -> Result<(), ServeError> {
             "--shutdown-delay is not shorter than --shutdown-timeout: requests in flight at the end of the delay are dropped"
         );
     }
+    if matches!(server.certificates, CertificateSource::Ephemeral { .. })
+        && crate::cluster::in_a_pod()
+        && !config.allow_ephemeral_certificate
+    {
+        return Err(ServeError::EphemeralInCluster);
+    }
     let readiness = Readiness::new();
     let metrics = Arc::new(Metrics::new());
-    let environment = build_environment(config, &readiness).await?;
+    let environment = build_environment(config, &readiness, &metrics).await?;
     let server = Server::bind(server.clone(), environment, readiness, metrics).await?;
     server.run(shutdown_signal()).await;
     Ok(())

@@ -10,8 +10,10 @@
 mod support;
 
 mod admission;
+mod cluster;
 mod faults;
 mod hostile;
 mod http_errors;
+mod isolation;
 mod shutdown;
 mod tls;

@@ -7,10 +7,10 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
-use hyper::{Request, StatusCode};
+use hyper::StatusCode;
 use serde_json::Value;
 
-use super::{ClientBuilder, PATIENCE, SecretMount, TestCa, empty};
+use super::{ClientBuilder, PATIENCE, SecretMount, TestCa};
 
 /// `podmedic serve` on 127.0.0.1:0 with a certificate from its own CA, mounted the kubelet's way,
 /// and JSON logs collected from stderr.
@@ -40,6 +40,8 @@ impl ServeProcess {
             .args(["--log-format", "json", "--log-level", "info"])
             .args(["--tls-cert", files.cert.to_str().expect("path"), "--tls-key", files.key.to_str().expect("path")])
             .args(extra)
+            // Hermetic: no cluster, even when the tests run in a Pod (a test asks for one through `env`).
+            .env_remove("KUBERNETES_SERVICE_HOST")
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -109,12 +111,7 @@ impl ServeProcess {
 
     /// `/readyz` on the metrics port, or `None` when it cannot be reached.
     pub async fn readyz(&self) -> Option<StatusCode> {
-        let stream = tokio::net::TcpStream::connect(self.metrics_addr).await.ok()?;
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.ok()?;
-        tokio::spawn(conn);
-        let request = Request::get("/readyz").header("host", "localhost").body(empty()).ok()?;
-        sender.send_request(request).await.ok().map(|r| r.status())
+        super::get_plain(self.metrics_addr, "/readyz").await.map(|reply| reply.status)
     }
 
     /// A `kB` field of /proc/<pid>/status: `VmRSS` (resident now) or `VmHWM` (peak).
