@@ -101,3 +101,20 @@ fn directories_are_read_recursively_in_name_order() {
     let check = podmedic(&["fix", "--check", dir.path().to_str().unwrap()], None);
     assert_eq!(check.status.code(), Some(1));
 }
+
+/// A symlink back up the tree (as kustomize layouts sometimes have) is followed once, not forever.
+#[cfg(unix)]
+#[test]
+fn symlink_cycles_in_a_directory_are_read_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let jobs = dir.path().join("jobs");
+    std::fs::create_dir(&jobs).unwrap();
+    std::fs::copy(fixture("seed-cronjob.yaml"), jobs.join("seed.yaml")).unwrap();
+    std::os::unix::fs::symlink("..", jobs.join("up")).unwrap();
+    std::os::unix::fs::symlink(".", jobs.join("here")).unwrap();
+    std::os::unix::fs::symlink(&jobs, dir.path().join("jobs-again")).unwrap();
+    let out = podmedic(&["fix", "-o", "json", dir.path().to_str().unwrap()], None);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let fixed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(fixed["kind"], "CronJob", "one document, read once: {fixed}");
+}
