@@ -137,9 +137,10 @@ pub struct ServeArgs {
     #[arg(long, env = "PODMEDIC_ENGINE_INLINE_MAX_BYTES", default_value = "16Ki", value_parser = parse_inline_size)]
     pub engine_inline_max_bytes: usize,
 
-    /// Bytes of request bodies in flight at once, across all requests (suffixes Ki, Mi, Gi). A
+    /// Memory that requests in flight may hold at once, across all requests: each body and up to
+    /// 16 times it (at most 8Mi more) for the engine's view of it (suffixes Ki, Mi, Gi). A
     /// request that would exceed it gets 503 at once (the API server then applies the webhook's
-    /// failurePolicy). Default: a quarter of the container's memory limit (cgroup v2 memory.max or
+    /// failurePolicy). Default: half of the container's memory limit (cgroup v2 memory.max or
     /// v1 memory.limit_in_bytes), or 512Mi without one.
     #[arg(long, env = "PODMEDIC_MEMORY_BUDGET", value_parser = parse_byte_size)]
     pub memory_budget: Option<usize>,

@@ -1,12 +1,16 @@
-//! The memory budget: bytes of request bodies in flight (being read, decoded and answered), shared
-//! by every request, so that concurrent large bodies cannot exhaust the container's memory.
+//! The memory budget: the memory requests hold (bodies being read, and the engine's view of them
+//! while it runs), shared by every request, so that concurrent large bodies cannot exhaust the
+//! container's memory.
 //!
 //! A review is up to 3 MiB of object, and an UPDATE carries `object` and `oldObject`: one request
-//! can hold 7 MiB of body, and while it is decoded and answered about three times that. Each
-//! request reserves its body's size before reading it (its `Content-Length`, or chunk by chunk
-//! when there is none) and keeps the reservation until the engine has returned; a request that
-//! finds the budget spent is answered 503 at once (the API server applies the webhook's
-//! `failurePolicy`: with podmedic's `Ignore`, the object is admitted unchanged).
+//! can hold 7 MiB of body. The engine's view of a body costs more memory than the body where the
+//! JSON is dense (an argument `"",` is 3 bytes of JSON and 24 of view; a container of 40 bytes
+//! is 300); the view is bounded ([`podmedic_engine::object::MAX_ITEMS`]), so a request reserves
+//! [`cost_of`] its body: the body, and up to 16 times it for the view, at most 8 MiB more. It
+//! reserves before reading (by `Content-Length`, or chunk by chunk when there is none) and keeps
+//! the reservation until the engine has returned; a request that finds the budget spent is
+//! answered 503 at once (the API server applies the webhook's `failurePolicy`: with podmedic's
+//! `Ignore`, the object is admitted unchanged).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -16,10 +20,23 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 /// The budget when no memory limit is found (outside a container, or a container without one).
 pub const UNLIMITED_BUDGET: usize = 512 << 20;
 
-/// The share of the container's memory limit the budget takes: a body in flight costs up to about
-/// three times its size (the bytes, the engine's view of them, the answer), and the process needs
-/// the rest for itself and its caches.
-pub const LIMIT_SHARE: usize = 4;
+/// The share of the container's memory limit the budget takes (half): the process needs the rest
+/// for itself, its caches, and what the allocator keeps of freed memory.
+pub const LIMIT_SHARE: usize = 2;
+
+/// What the engine's view can cost per byte of body, at most (24 bytes for a 3-byte argument, and
+/// a list that grows holds its old and its new buffer for a moment).
+pub const VIEW_PER_BYTE: usize = 16;
+
+/// The most the engine's view of one body can cost, whatever its size: 50,000 items of at most
+/// 112 bytes (with the growth of their list), 3,000 containers of about 300 bytes, and the moves
+/// and answer, bounded in their turn.
+pub const VIEW_MAX: usize = 8 << 20;
+
+/// The memory a request holding a body of `bytes` reserves: the body and the engine's view of it.
+pub fn cost_of(bytes: usize) -> usize {
+    bytes.saturating_add(bytes.saturating_mul(VIEW_PER_BYTE).min(VIEW_MAX))
+}
 
 /// The shared budget of body bytes in flight.
 #[derive(Clone, Debug)]
@@ -136,8 +153,15 @@ mod tests {
     }
 
     #[test]
+    fn a_body_costs_itself_and_its_view() {
+        assert_eq!(cost_of(12_000), 12_000 * 17);
+        assert_eq!(cost_of(3 << 20), (3 << 20) + VIEW_MAX);
+        assert_eq!(cost_of(usize::MAX), usize::MAX);
+    }
+
+    #[test]
     fn the_budget_is_a_share_of_the_memory_limit() {
-        assert_eq!(MemoryBudget::for_memory_limit(Some(256 << 20)).total(), 64 << 20);
+        assert_eq!(MemoryBudget::for_memory_limit(Some(256 << 20)).total(), 128 << 20);
         assert_eq!(MemoryBudget::for_memory_limit(None).total(), UNLIMITED_BUDGET);
         assert_eq!(parse_limit("268435456\n"), Some(256 << 20));
         assert_eq!(parse_limit("max\n"), None);

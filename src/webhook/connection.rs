@@ -16,7 +16,7 @@ use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Notify, Semaphore, watch};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
@@ -142,11 +142,16 @@ impl Connections {
             tokio::pin!(connection);
             let mut closing = false;
             loop {
-                // What to check next: the first request's arrival; then, on HTTP/2, idleness.
+                // What to check next: the first request's arrival; then, on HTTP/2, idleness (while a
+                // request is in flight, look again an idle timeout later).
                 let check_at = if !activity.requested() {
                     Some(opened + first_request_timeout)
                 } else if http2 {
-                    activity.idle_since().map(|since| since + idle_timeout)
+                    Some(
+                        activity
+                            .idle_since()
+                            .map_or_else(|| Instant::now() + idle_timeout, |since| since + idle_timeout),
+                    )
                 } else {
                     None
                 };
@@ -161,6 +166,8 @@ impl Connections {
                         closing = true;
                         connection.as_mut().graceful_shutdown();
                     }
+                    // A request started or finished: what to check next may have changed.
+                    () = activity.changed.notified(), if !closing => {}
                     () = tokio::time::sleep_until(check_at.unwrap_or(opened)), if !closing && check_at.is_some() => {
                         if !activity.requested() {
                             // Dropping the connection closes it.
@@ -187,6 +194,8 @@ struct Activity {
     in_flight: AtomicUsize,
     /// When the last request finished, in nanoseconds since `opened`.
     last_finished: AtomicU64,
+    /// Wakes the connection's task when a request starts or finishes.
+    changed: Notify,
 }
 
 impl Activity {
@@ -196,6 +205,7 @@ impl Activity {
             started: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
             last_finished: AtomicU64::new(0),
+            changed: Notify::new(),
         }
     }
 
@@ -218,6 +228,7 @@ impl InFlight {
     fn enter(activity: Arc<Activity>) -> InFlight {
         activity.in_flight.fetch_add(1, Ordering::AcqRel);
         activity.started.fetch_add(1, Ordering::AcqRel);
+        activity.changed.notify_one();
         InFlight(activity)
     }
 }
@@ -227,6 +238,7 @@ impl Drop for InFlight {
         let since_open = u64::try_from(self.0.opened.elapsed().as_nanos()).unwrap_or(u64::MAX);
         self.0.last_finished.fetch_max(since_open, Ordering::AcqRel);
         self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.0.changed.notify_one();
     }
 }
 

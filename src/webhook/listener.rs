@@ -72,7 +72,8 @@ pub struct ServerConfig {
     pub engine_threads: usize,
     /// Bodies up to this many bytes run the engine on the async worker that read them.
     pub engine_inline_max_bytes: usize,
-    /// Bytes of request bodies in flight at once; `None`: a quarter of the container's memory limit.
+    /// Memory that requests in flight may hold at once (bodies and the engine's view of them, see
+    /// `budget::cost_of`); `None`: half of the container's memory limit.
     pub memory_budget: Option<usize>,
     /// Time to complete the TLS handshake.
     pub tls_handshake_timeout: Duration,

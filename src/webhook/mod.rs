@@ -1,13 +1,15 @@
 //! `podmedic serve`: the webhook over HTTPS, health and metrics over plain HTTP, graceful shutdown.
 //!
 //! - [`router`]: the HTTP surface, `POST /mutate` (public, so tests can drive it without a socket):
-//!   decode the body, dispatch to the engine's [`admit`](podmedic_engine::admission::admit),
-//!   encode; and `/healthz`, `/readyz`, `/metrics` ([`health_router`]).
-//! - [`Server`] (`listener.rs`) puts the router behind rustls and hyper: a TCP accept loop with a
-//!   connection limit, a TLS handshake with a timeout, then hyper-util's automatic HTTP/1.1 / HTTP/2
-//!   connection with a header read timeout, each connection watched for graceful shutdown.
-//! - [`tls`]: certificates, hot reload, client-certificate authentication; [`metrics`];
-//!   [`readiness`]; [`shutdown_signal`].
+//!   reserve the body against the [`budget`], read it, hand it to the engine's
+//!   [`admit`](podmedic_engine::admission::admit) through the [`engine`] pool within the
+//!   admission deadline, log and count; and `/healthz`, `/readyz`, `/metrics` ([`health_router`]).
+//! - [`Server`] (`listener.rs`) puts the router behind rustls and hyper: a TCP accept loop, then
+//!   each connection (`connection.rs`) with a connection limit, a TLS handshake with a timeout,
+//!   hyper-util's HTTP/1.1 or HTTP/2 with a header read timeout, the HTTP/2 idle timeout and pings,
+//!   and the graceful shutdown; the health server runs on a thread of its own (`health.rs`).
+//! - [`tls`]: certificates and client CAs, hot reload; [`metrics`]; [`readiness`];
+//!   [`shutdown_signal`].
 //!
 //! Shutdown, on SIGTERM or SIGINT: `/readyz` turns 503, the listener stays open for
 //! `--shutdown-delay` so endpoints can stop routing to this Pod, then it closes; connections are

@@ -1,7 +1,8 @@
 //! The webhook's HTTP surface: `POST /mutate` decodes nothing itself and dispatches the body to
 //! the engine's `admit`, then logs, counts and encodes; plus the plain-HTTP health and metrics.
 //!
-//! A request's life: its body is reserved against the [`MemoryBudget`] (503 at once when spent),
+//! A request's life: its body's [`cost_of`] is reserved against the [`MemoryBudget`] (503 at once
+//! when spent),
 //! read within `--request-timeout` (408) and `--max-body-bytes` (413), handed to the
 //! [`EnginePool`] and answered by `--admission-deadline` (allowed unchanged after it). A request
 //! answered before its body was read has the rest read and discarded (bounded), so that the
@@ -26,7 +27,7 @@ use tower::limit::ConcurrencyLimitLayer;
 use tower::load_shed::LoadShedLayer;
 use tower_http::catch_panic::{CatchPanicLayer, ResponseForPanic};
 
-use super::budget::{MemoryBudget, Reservation};
+use super::budget::{MemoryBudget, Reservation, cost_of};
 use super::engine::EnginePool;
 use super::metrics::{self, Metrics, reason};
 use super::readiness::Readiness;
@@ -146,8 +147,10 @@ async fn mutate(State(state): State<WebhookState>, request: Request) -> Response
     let (parts, mut body) = request.into_parts();
     if !is_json(&parts.headers) {
         metrics.error(reason::UNSUPPORTED_MEDIA_TYPE);
-        drain(&mut body).await;
-        return json_error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "the Content-Type must be application/json");
+        return answer_early(
+            body,
+            json_error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "the Content-Type must be application/json"),
+        );
     }
     let too_large = || {
         metrics.error(reason::PAYLOAD_TOO_LARGE);
@@ -165,25 +168,22 @@ async fn mutate(State(state): State<WebhookState>, request: Request) -> Response
     let mut reservation = state.budget.reservation();
     match declared {
         Some(len) if len > state.max_body_bytes as u64 => {
-            drain(&mut body).await;
-            return too_large();
+            return answer_early(body, too_large());
         }
-        Some(len) if !reservation.grow(usize::try_from(len).unwrap_or(usize::MAX)) => {
-            drain(&mut body).await;
-            return over_budget();
+        Some(len) if !reservation.grow(cost_of(usize::try_from(len).unwrap_or(usize::MAX))) => {
+            return answer_early(body, over_budget());
         }
         _ => {}
     }
-    let read = read_body(&mut body, &mut reservation, state.max_body_bytes, declared.is_none());
+    let declared = declared.and_then(|len| usize::try_from(len).ok());
+    let read = read_body(&mut body, &mut reservation, state.max_body_bytes, declared);
     let body = match tokio::time::timeout_at(started + state.request_timeout, read).await {
         Ok(Ok(bytes)) => bytes,
         Ok(Err(BodyError::TooLarge)) => {
-            drain(&mut body).await;
-            return too_large();
+            return answer_early(body, too_large());
         }
         Ok(Err(BodyError::OverBudget)) => {
-            drain(&mut body).await;
-            return over_budget();
+            return answer_early(body, over_budget());
         }
         Ok(Err(BodyError::Read(e))) => {
             metrics.error(reason::BODY_READ);
@@ -222,21 +222,22 @@ enum BodyError {
     Read(axum::Error),
 }
 
-/// Reads the whole body, at most `max` bytes; without a declared length, each chunk is reserved
-/// against the budget as it arrives.
+/// Reads the whole body, at most `max` bytes. Without a `declared` length (already reserved), the
+/// cost of what has arrived is reserved against the budget chunk by chunk.
 async fn read_body(
     body: &mut Body,
     reservation: &mut Reservation,
     max: usize,
-    reserve_chunks: bool,
+    declared: Option<usize>,
 ) -> Result<Bytes, BodyError> {
-    let mut collected = Vec::with_capacity(reservation.bytes().min(max));
+    let mut collected = Vec::with_capacity(declared.unwrap_or(0).min(max));
     while let Some(frame) = body.frame().await {
         let Ok(data) = frame.map_err(BodyError::Read)?.into_data() else { continue };
         if collected.len() + data.len() > max {
             return Err(BodyError::TooLarge);
         }
-        if reserve_chunks && !reservation.grow(data.len()) {
+        let more = cost_of(collected.len() + data.len()).saturating_sub(reservation.bytes());
+        if declared.is_none() && !reservation.grow(more) {
             return Err(BodyError::OverBudget);
         }
         collected.extend_from_slice(&data);
@@ -244,11 +245,19 @@ async fn read_body(
     Ok(Bytes::from(collected))
 }
 
+/// Answers a request before its body was read: the answer goes out at once, and what is left of
+/// the body is read and discarded behind it (see [`drain`]), so that the client has the answer
+/// before the connection closes.
+fn answer_early(body: Body, response: Response) -> Response {
+    tokio::spawn(drain(body));
+    response
+}
+
 /// Reads and discards what is left of a body answered early (at most [`DRAIN_LIMIT`] bytes, for
 /// at most [`DRAIN_TIME`]). Closing a connection with unread data makes the kernel send a reset,
 /// which can reach the client before it has read the answer; Go's net/http drains for the same
 /// reason. A body larger than that is cut off as before.
-async fn drain(body: &mut Body) {
+async fn drain(mut body: Body) {
     let discard = async {
         let mut read = 0usize;
         while read < DRAIN_LIMIT {

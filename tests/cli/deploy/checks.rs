@@ -78,6 +78,9 @@ pub(super) fn assert_webhook_is_opt_in_and_fail_open(objects: &[Value]) {
     assert_eq!(hook["sideEffects"], "None");
     let timeout = hook["timeoutSeconds"].as_u64().expect("timeoutSeconds set (the default is 10s)");
     assert!((1..=5).contains(&timeout), "timeoutSeconds {timeout} is short");
+    // podmedic's own answer (allowed unchanged at the deadline) must reach the API server in time.
+    let deadline = arg(podmedic_container(objects), "--admission-deadline").map_or(2, seconds);
+    assert!(deadline < timeout, "--admission-deadline {deadline}s must be below timeoutSeconds {timeout}");
     assert_eq!(hook["reinvocationPolicy"], "IfNeeded", "sidecars injected by later webhooks are seen");
     assert_eq!(hook["admissionReviewVersions"], json!(["v1"]));
     assert_eq!(hook["matchPolicy"], "Equivalent");

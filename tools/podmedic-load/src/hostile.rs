@@ -22,8 +22,8 @@ use crate::client::{self, Client, Mode};
 use crate::engine::hostile_bodies::{self, Class};
 use crate::engine::{median, time};
 use crate::plan::Plan;
-use crate::procs::{Server, Setup, Target};
-use crate::report::{Table, duration, ratio};
+use crate::procs::{RssSampler, Server, Setup, Target};
+use crate::report::{Table, duration, mib, ratio};
 
 /// Connections sending hostile bodies back to back in the served phase.
 const HOSTILE_CONNECTIONS: usize = 4;
@@ -78,6 +78,7 @@ pub(crate) fn engine(plan: &Plan) {
 
 /// What one background load and the probes beside it saw.
 struct Beside {
+    peak_kib: u64,
     background: client::Outcome,
     review: client::Outcome,
     healthz: Vec<Duration>,
@@ -99,7 +100,9 @@ pub(crate) async fn served(plan: &Plan, setup: &Setup, ca: &str, small: &[u8]) -
         "small review p50 / p99",
         "/healthz p50 / p99",
         "allowed at the deadline",
+        "peak RSS",
     ]);
+    let idle = server.memory().rss_kib;
     let mut baseline = None;
     for (name, body) in &backgrounds {
         let beside = beside(&server, ca, body, small, plan.hostile_load).await?;
@@ -125,12 +128,15 @@ pub(crate) async fn served(plan: &Plan, setup: &Setup, ca: &str, small: &[u8]) -
                 hq(0.99).map_or("-".into(), |d| duration(*d))
             ),
             beside.deadline.to_string(),
+            mib(beside.peak_kib),
         ]);
     }
     t.print(&format!(
         "Hostile bodies, served (podmedic on one core, default flags): 3 MiB bodies from {HOSTILE_CONNECTIONS} \
-         connections back to back for {:.0?}, with a 12 KB review at 40/s and GET /healthz at 20/s beside them",
-        plan.hostile_load
+         connections back to back for {:.0?}, with a 12 KB review at 40/s and GET /healthz at 20/s beside them \
+         (RSS before the first: {})",
+        plan.hostile_load,
+        mib(idle)
     ));
     Ok(())
 }
@@ -158,10 +164,12 @@ async fn beside(server: &Server, ca: &str, body: &[u8], small: &[u8], length: Du
         };
         tokio::join!(review, healthz)
     };
+    let sampler = RssSampler::start(server.pid());
     let (background, (review, (healthz, healthz_errors))) =
         tokio::join!(client::closed_loop(&background, HOSTILE_CONNECTIONS, length), probes);
+    let peak_kib = sampler.finish();
     let deadline = deadline_count(metrics).await.saturating_sub(deadline_before);
-    Ok(Beside { background, review, healthz, healthz_errors, deadline })
+    Ok(Beside { peak_kib, background, review, healthz, healthz_errors, deadline })
 }
 
 /// The small review's maximum throughput with the engine inline and on its threads.

@@ -57,6 +57,11 @@ pub fn classes() -> Vec<Class> {
             about: "a Job with thousands of podFailurePolicy rules without containerName",
             build: pod_failure_rules,
         },
+        Class {
+            name: "empty-arguments",
+            about: "a container whose args are hundreds of thousands of empty strings (3 bytes of JSON each)",
+            build: empty_arguments,
+        },
     ]
 }
 
@@ -145,4 +150,10 @@ fn pod_failure_rules(bytes: usize) -> Vec<u8> {
                  "template": {"spec": {"restartPolicy": "Never", "containers": main_and_proxy()}}}
     });
     review("batch", "v1", "Job", "jobs", "nightly", job)
+}
+
+fn empty_arguments(bytes: usize) -> Vec<u8> {
+    let mut containers = main_and_proxy();
+    containers[0]["args"] = Value::Array(vec![Value::String(String::new()); units(bytes, 3)]);
+    pod_review(pod(json!({}), containers))
 }

@@ -159,7 +159,9 @@ pub struct Admission {
 pub fn admit(body: &[u8], env: &Environment) -> Result<Admission, ReviewError> {
     // One pass over the body. A panic while decoding falls back to the slow path too, whose engine
     // call is guarded (fail open).
-    let fast = std::panic::catch_unwind(|| serde_json::from_slice::<ReviewEnvelope<'_, Object<'_>>>(body));
+    let fast = std::panic::catch_unwind(|| {
+        crate::object::with_item_count(|| serde_json::from_slice::<ReviewEnvelope<'_, Object<'_>>>(body))
+    });
     if let Ok(Ok(envelope)) = fast {
         return answer(envelope, env);
     }
