@@ -195,27 +195,25 @@ const PUBLIC_MODE: u32 = 0o644;
 
 /// Writes through a temporary file and a rename, so that a reader (`kubectl apply`, a running
 /// server) never sees half a file, and a key file is never readable by others, not even briefly.
+///
+/// The temporary file is made by `tempfile`: a new, unpredictable name opened with `O_EXCL` and
+/// the final mode from the start, so a symlink planted in `--out` cannot redirect the key (a fixed
+/// `<name>.tmp` opened with `O_CREAT` followed it and truncated its target). The rename replaces
+/// a symlink at `path` itself rather than writing through it.
 fn write_file(path: &Path, contents: &str, mode: u32) -> anyhow::Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".podmedic-certs-");
     #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, mode);
+    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(mode));
     #[cfg(not(unix))]
     let _ = mode;
-    let result = options.open(&tmp).and_then(|mut f| {
-        // The mode above applies only when the file is created; a stale temporary file keeps its own.
-        #[cfg(unix)]
-        f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))?;
-        f.write_all(contents.as_bytes())?;
-        f.sync_all()
-    });
-    result.and_then(|()| std::fs::rename(&tmp, path)).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        anyhow::Error::new(e).context(format!("cannot write {}", path.display()))
-    })
+    let context = || format!("cannot write {}", path.display());
+    let mut tmp = builder.tempfile_in(dir).with_context(context)?;
+    tmp.write_all(contents.as_bytes()).with_context(context)?;
+    tmp.as_file().sync_all().with_context(context)?;
+    tmp.persist(path).map_err(|e| anyhow::Error::new(e.error)).with_context(context)?;
+    Ok(())
 }
 
 /// An RFC 1123 label: what Kubernetes accepts as a Service or Namespace name.

@@ -57,10 +57,11 @@ async fn podmedic_fixes_what_the_api_server_stores() {
         return;
     };
     let webhook_host = std::env::var(WEBHOOK_HOST_VAR).ok().filter(|h| !h.is_empty());
-    let client = podmedic::cluster::connect(Some(&kubeconfig))
-        .await
-        .expect("the e2e kubeconfig must be usable")
-        .expect("a kubeconfig was given");
+    let podmedic::cluster::Connection::Client(client) =
+        podmedic::cluster::connect(Some(&kubeconfig)).await.expect("the e2e kubeconfig must be usable")
+    else {
+        panic!("a kubeconfig was given, so there is a client");
+    };
     let version = client.apiserver_version().await.expect("the e2e cluster's API server must answer");
     let text = podmedic::cluster::api_server_version_text(&version);
     assert!(

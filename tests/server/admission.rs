@@ -246,7 +246,7 @@ async fn warn_tells_at_apply_time_that_the_statefulset_will_never_be_scheduled()
         cluster: Arc::new(RecordedNode(Arc::new(vec![Arc::new(facts)]))),
         ..podmedic_engine::admission::Environment::standalone(Arc::new(podmedic_engine::Policy::builtin()))
     };
-    let server = TestServer::start_in(environment).await;
+    let server = TestServer::start_in(environment, |_| {}).await;
     let mut client = server.client().connect().await.unwrap();
     let request = cluster_object("review-statefulset-create-catalog-db.json");
 

@@ -8,6 +8,7 @@ use crate::mutation::{Change, Context, Mutation};
 use crate::object::{Metadata, Object};
 use crate::patch::{Location, PatchBuilder};
 use crate::target::{Holder, PodTarget};
+use crate::warnings::Warnings;
 use crate::{diagnose, probes, record, resources, sidecars, warnings};
 
 /// Runs all concerns on the object.
@@ -29,12 +30,14 @@ pub(crate) fn plan(object: &Object<'_>, ctx: &Context<'_>) -> Mutation {
     }
 
     let mut patch = PatchBuilder::new();
+    let mut warnings = Warnings::default();
+    let profiles = sidecars::Profiles::look_up(&target, ctx.policy);
     let selection = if target.run_to_completion {
-        sidecars::select(&target, ctx, &mut out.warnings, &mut out.notes)
+        sidecars::select(&target, ctx, &profiles, &mut warnings, &mut out.notes)
     } else {
         sidecars::Selection::default()
     };
-    let slots = sidecars::apply_moves(&target, &selection, ctx.policy, &mut patch, &mut out.changes);
+    let slots = sidecars::apply_moves(&target, &selection, &profiles, ctx.policy, &mut patch, &mut out.changes);
     let mut probe_notes = Vec::new();
     if !selection.moved.is_empty() {
         probes::add_startup_probes(
@@ -44,7 +47,7 @@ pub(crate) fn plan(object: &Object<'_>, ctx: &Context<'_>) -> Mutation {
             &mut patch,
             &mut out.changes,
             &mut probe_notes,
-            &mut out.warnings,
+            &mut warnings,
         );
     }
     let settings = resources::Settings::effective(ctx);
@@ -52,15 +55,17 @@ pub(crate) fn plan(object: &Object<'_>, ctx: &Context<'_>) -> Mutation {
     if !target.run_to_completion {
         probes::add_long_running_probes(&target, &slots, ctx, &mut patch, &mut out.changes);
     }
-    warnings::collect(&target, &slots, &selection, &settings, ctx, &mut out.warnings);
+    warnings::collect(&target, &slots, &selection, &settings, ctx, &mut warnings);
     if diagnose::runs_at_admission(&target) {
-        out.warnings.extend(diagnose::diagnose(&target, &slots, ctx).into_warnings());
+        for finding in diagnose::diagnose(&target, &slots, ctx).into_warnings() {
+            warnings.push(finding);
+        }
     }
     out.notes.extend(probe_notes.iter().cloned());
 
     write_records(object, &target, &selection, &out.changes, &probe_notes, &mut patch);
     out.patch = patch.build();
-    out.warnings = warnings::finish(std::mem::take(&mut out.warnings));
+    out.warnings = warnings.finish();
     out
 }
 

@@ -185,6 +185,9 @@ fn assert_opt_in_and_fail_open(objects: &[Value], name: &str, hook: &Value) {
     assert_eq!(hook["sideEffects"], "None", "{name}: dry runs are sent and answered like real requests");
     let timeout = hook["timeoutSeconds"].as_u64().expect("timeoutSeconds set (the default is 10s)");
     assert!((1..=5).contains(&timeout), "{name}: timeoutSeconds {timeout} is short");
+    // podmedic's own answer (allowed unchanged at the deadline) must reach the API server in time.
+    let deadline = arg(podmedic_container(objects), "--admission-deadline").map_or(2, seconds);
+    assert!(deadline < timeout, "{name}: --admission-deadline {deadline}s must be below timeoutSeconds {timeout}");
     assert_eq!(hook["admissionReviewVersions"], json!(["v1"]), "{name}");
     assert_eq!(hook["matchPolicy"], "Equivalent", "{name}");
 

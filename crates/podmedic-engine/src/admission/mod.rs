@@ -43,14 +43,27 @@ use crate::warnings::shorten as shorten_warning;
 pub use dispatch::Endpoint;
 use dispatch::{acts_on, decide, holds_template, needs_raw, warnings_only};
 pub use envelope::{API_VERSION, KIND};
-use envelope::{ReceivedObject, ReviewEnvelope, decode_error};
+use envelope::{ReceivedObject, RequestEnvelope, ReviewEnvelope, decode_error};
 pub use error::ReviewError;
 use response::Response;
 
+/// What podmedic knows of one namespace's settings.
+#[derive(Clone, Debug, PartialEq)]
+pub enum NamespaceState {
+    /// The namespace's settings, read from its annotations.
+    Known(Arc<NamespaceSettings>),
+    /// No cluster is watched (`podmedic serve` outside a cluster, tests): the policy applies.
+    Unwatched,
+    /// A cluster is watched, but this namespace is not known yet (the first list has not arrived,
+    /// the namespace was created a moment ago, or the API server cannot be reached). It may have
+    /// opted out, so podmedic changes nothing.
+    Unknown,
+}
+
 /// Where per-namespace settings come from (a watched namespace cache in a cluster).
 pub trait NamespaceLookup: Send + Sync {
-    /// The settings of `namespace`, or `None` when the namespace is unknown.
-    fn settings(&self, namespace: &str) -> Option<Arc<NamespaceSettings>>;
+    /// What is known of `namespace`.
+    fn settings(&self, namespace: &str) -> NamespaceState;
 }
 
 /// No namespace settings: every namespace uses the policy.
@@ -58,8 +71,8 @@ pub trait NamespaceLookup: Send + Sync {
 pub struct NoNamespaceSettings;
 
 impl NamespaceLookup for NoNamespaceSettings {
-    fn settings(&self, _namespace: &str) -> Option<Arc<NamespaceSettings>> {
-        None
+    fn settings(&self, _namespace: &str) -> NamespaceState {
+        NamespaceState::Unwatched
     }
 }
 
@@ -198,7 +211,9 @@ pub fn admit(body: &[u8], env: &Environment) -> Result<Admission, ReviewError> {
 pub fn admit_at(endpoint: Endpoint, body: &[u8], env: &Environment) -> Result<Admission, ReviewError> {
     // One pass over the body. A panic while decoding falls back to the slow path too, whose engine
     // call is guarded (fail open).
-    let fast = std::panic::catch_unwind(|| serde_json::from_slice::<ReviewEnvelope<'_, Object<'_>>>(body));
+    let fast = std::panic::catch_unwind(|| {
+        crate::object::with_item_count(|| serde_json::from_slice::<ReviewEnvelope<'_, Object<'_>>>(body))
+    });
     if let Ok(Ok(mut envelope)) = fast {
         let converges = envelope.request.as_ref().is_some_and(|r| needs_raw(endpoint, r));
         if !converges {
@@ -212,26 +227,43 @@ pub fn admit_at(endpoint: Endpoint, body: &[u8], env: &Environment) -> Result<Ad
     answer(endpoint, envelope, env)
 }
 
-/// Checks the envelope, runs the engine where podmedic acts, and encodes the response.
-fn answer<O: ReceivedObject>(
+/// Answers a request sent to `endpoint` without running the engine: the object is allowed
+/// unchanged, with the warning `podmedic skipped this object: <message>`, and `reason` as the
+/// skip's metric label. For when podmedic cannot look at the object in time; only the envelope is
+/// decoded (for the uid), and a request the endpoint would not act on is answered as ignored,
+/// without the warning.
+pub fn allow_unchanged(
+    endpoint: Endpoint,
+    body: &[u8],
+    reason: &'static str,
+    message: &str,
+) -> Result<Admission, ReviewError> {
+    let envelope: ReviewEnvelope<'_, &RawValue> = serde_json::from_slice(body).map_err(|e| decode_error(body, e))?;
+    let (request, mut admission) = accept(endpoint, envelope)?;
+    let mut response = Response::default();
+    if request.object.is_some() && acts_on(endpoint, &request) {
+        skip(&mut response, &mut admission, reason, message.to_owned());
+    }
+    admission.body = response.encode(&admission.uid)?;
+    Ok(admission)
+}
+
+/// Checks the envelope and starts the record of the request (ignored until the engine says more).
+fn accept<O: ReceivedObject>(
     endpoint: Endpoint,
     envelope: ReviewEnvelope<'_, O>,
-    env: &Environment,
-) -> Result<Admission, ReviewError> {
+) -> Result<(RequestEnvelope<'_, O>, Admission), ReviewError> {
     let api_version = envelope.api_version.as_deref().unwrap_or_default();
     let kind = envelope.kind.as_deref().unwrap_or_default();
     if api_version != API_VERSION || kind != KIND {
         return Err(ReviewError::WrongType { api_version: api_version.to_owned(), kind: kind.to_owned() });
     }
-    let mut request = envelope.request.ok_or(ReviewError::MissingRequest)?;
-    let acts = acts_on(endpoint, &request);
-    // Only pod templates are checked against the cluster: Pods never read it.
-    let templates = holds_template(&request);
-    let mut admission = Admission {
+    let request = envelope.request.ok_or(ReviewError::MissingRequest)?;
+    let admission = Admission {
         body: Vec::new(),
         name: request.display_name(),
-        uid: request.uid,
-        kind: request.kind.kind,
+        uid: request.uid.clone(),
+        kind: request.kind.kind.clone(),
         namespace: request.namespace.clone().unwrap_or_default(),
         operation: request.operation.label(),
         endpoint,
@@ -241,12 +273,38 @@ fn answer<O: ReceivedObject>(
         warnings: 0,
         skip_reason: None,
     };
+    Ok((request, admission))
+}
+
+/// Checks the envelope, runs the engine where podmedic acts, and encodes the response.
+fn answer<O: ReceivedObject>(
+    endpoint: Endpoint,
+    envelope: ReviewEnvelope<'_, O>,
+    env: &Environment,
+) -> Result<Admission, ReviewError> {
+    let (mut request, mut admission) = accept(endpoint, envelope)?;
+    let acts = acts_on(endpoint, &request);
+    // Only pod templates are checked against the cluster: Pods never read it.
+    let templates = holds_template(&request);
     let mut response = Response::default();
 
     // Taken by value: the decoded object (with a large Pod, most of this request's memory) is
     // dropped once the engine has run, before the response is encoded.
     if let Some(object) = request.object.take().filter(|_| acts) {
-        let namespace = request.namespace.as_deref().and_then(|ns| env.namespaces.settings(ns));
+        let state = request.namespace.as_deref().map_or(NamespaceState::Unwatched, |ns| env.namespaces.settings(ns));
+        let namespace = match state {
+            NamespaceState::Known(settings) => Some(settings),
+            NamespaceState::Unwatched => None,
+            NamespaceState::Unknown => {
+                response.warnings = vec![shorten_warning(format!(
+                    "podmedic does not know the settings of namespace {} yet, so it changed nothing",
+                    admission.namespace
+                ))];
+                admission.warnings = 1;
+                admission.body = response.encode(&admission.uid)?;
+                return Ok(admission);
+            }
+        };
         if !namespace.as_deref().is_some_and(|n| n.opted_out) {
             let capability = env.capability.native_sidecars();
             let nodes = if templates { env.cluster.nodes() } else { None };
@@ -267,6 +325,14 @@ fn answer<O: ReceivedObject>(
     Ok(admission)
 }
 
+/// Marks the request as skipped (allowed unchanged) and says why in a warning.
+fn skip(response: &mut Response, admission: &mut Admission, reason: &'static str, message: String) {
+    response.warnings = vec![shorten_warning(format!("podmedic skipped this object: {message}"))];
+    admission.outcome = Outcome::Skipped;
+    admission.warnings = 1;
+    admission.skip_reason = Some((reason, message));
+}
+
 /// Runs the engine (`run`) and fills in the response. A dry run gets the same answer as the real
 /// request: `kubectl diff`, `--dry-run=server` and the GitOps tools' diffs compare against it.
 fn respond(
@@ -277,11 +343,7 @@ fn respond(
     let mutation = match guarded(run) {
         Ok(m) => m,
         Err(err) => {
-            let message = err.to_string();
-            response.warnings = vec![shorten_warning(format!("podmedic skipped this object: {message}"))];
-            admission.outcome = Outcome::Skipped;
-            admission.warnings = 1;
-            admission.skip_reason = Some((err.metric_label(), message));
+            skip(response, admission, err.metric_label(), err.to_string());
             return Ok(());
         }
     };
@@ -324,5 +386,76 @@ impl SkipReason {
             SkipReason::Engine(e) => e.metric_label(),
             SkipReason::Panic => "engine_panic",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, json};
+
+    fn review(operation: &str) -> Vec<u8> {
+        serde_json::to_vec(&json!({
+            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {
+                "uid": "b1e5", "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                "resource": {"group": "", "version": "v1", "resource": "pods"},
+                "namespace": "batch", "operation": operation,
+                "object": {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+                           "spec": {"restartPolicy": "Never", "containers": [
+                               {"name": "main", "image": "app:1"},
+                               {"name": "proxy", "image": "gcr.io/cloud-sql-connectors/cloud-sql-proxy:2.8.0"}]}}
+            }
+        }))
+        .unwrap()
+    }
+
+    fn response(admission: &Admission) -> Value {
+        serde_json::from_slice::<Value>(&admission.body).unwrap()["response"].clone()
+    }
+
+    struct Namespaces(NamespaceState);
+
+    impl NamespaceLookup for Namespaces {
+        fn settings(&self, _namespace: &str) -> NamespaceState {
+            self.0.clone()
+        }
+    }
+
+    #[test]
+    fn a_namespace_podmedic_does_not_know_yet_is_left_alone() {
+        let mut env = Environment::standalone(Arc::new(Policy::builtin()));
+        assert_eq!(admit(&review("CREATE"), &env).unwrap().outcome, Outcome::Patched);
+        env.namespaces = Arc::new(Namespaces(NamespaceState::Unknown));
+        let admission = admit(&review("CREATE"), &env).unwrap();
+        assert_eq!(admission.outcome, Outcome::Ignored);
+        let answer = response(&admission);
+        assert!(answer.get("patch").is_none());
+        assert_eq!(
+            answer["warnings"][0],
+            "podmedic does not know the settings of namespace batch yet, so it changed nothing"
+        );
+        let opted_out = NamespaceSettings { opted_out: true, ..NamespaceSettings::default() };
+        env.namespaces = Arc::new(Namespaces(NamespaceState::Known(Arc::new(opted_out))));
+        let admission = admit(&review("CREATE"), &env).unwrap();
+        assert_eq!((admission.outcome, admission.warnings), (Outcome::Ignored, 0));
+    }
+
+    #[test]
+    fn a_request_can_be_allowed_unchanged_without_the_engine() {
+        let admission =
+            allow_unchanged(Endpoint::Mutate, &review("CREATE"), "deadline", "it took longer than 2s").unwrap();
+        assert_eq!(admission.outcome, Outcome::Skipped);
+        assert_eq!(admission.skip_reason, Some(("deadline", "it took longer than 2s".to_owned())));
+        let answer = response(&admission);
+        assert_eq!(answer["uid"], "b1e5");
+        assert_eq!(answer["allowed"], true);
+        assert!(answer.get("patch").is_none());
+        assert_eq!(answer["warnings"], json!(["podmedic skipped this object: it took longer than 2s"]));
+
+        // A request podmedic does not act on needs no warning; a body that is no review is refused.
+        let delete = allow_unchanged(Endpoint::Mutate, &review("DELETE"), "deadline", "late").unwrap();
+        assert_eq!((delete.outcome, delete.warnings), (Outcome::Ignored, 0));
+        assert!(allow_unchanged(Endpoint::Mutate, b"{", "deadline", "late").is_err());
     }
 }

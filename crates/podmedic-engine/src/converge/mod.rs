@@ -31,7 +31,7 @@ use serde_json::Value;
 use crate::annotations::{CHANGES_ANNOTATION, MOVED_ANNOTATION};
 use crate::mutation::{Change, ChangeKind, Context, MutateError, Mutation};
 use crate::record::MovedRecord;
-use crate::warnings;
+use crate::warnings::Warnings;
 use rewrite::{annotation, at_mut, list_at, set_annotation};
 use verdict::{Evidence, Finding, Verdict, is_restartable, name_of};
 
@@ -177,7 +177,7 @@ pub fn converge(object: &Value, stored: &Value, mode: UpdateMode, ctx: &Context<
         out.notes.extend(planned.notes);
     }
     out.patch = rewrite::patch_between(object, &result);
-    out.warnings = warnings::finish(std::mem::take(&mut out.warnings));
+    out.warnings = std::mem::take(&mut out.warnings).into_iter().collect::<Warnings>().finish();
     Ok(out)
 }
 

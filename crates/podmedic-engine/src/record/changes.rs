@@ -23,6 +23,7 @@ pub(crate) fn rewrite(previous: Option<&str>, new: &[String]) -> String {
     let mut entries: Vec<&str> = Vec::new();
     let previous = previous.into_iter().flat_map(|p| p.split(SEPARATOR));
     for entry in previous.chain(new.iter().map(String::as_str)).map(str::trim).filter(|e| !e.is_empty()) {
+        crate::work::step(1);
         if let Some(count) = marker_count(entry) {
             hidden = hidden.saturating_add(count);
         } else if seen.insert(entry) {

@@ -28,9 +28,18 @@ use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use serde_json::{Map, Value, json};
 
+mod growth;
 mod model;
 mod read_back;
 mod values;
+
+// The bodies of the engine's benchmark, and the hostile ones shared with the load harness.
+#[allow(dead_code)]
+#[path = "../../benches/admission/bodies.rs"]
+mod bodies;
+#[allow(dead_code)]
+#[path = "../../benches/admission/hostile.rs"]
+mod hostile;
 
 use model::*;
 use read_back::*;
