@@ -145,7 +145,7 @@ pub struct ServeArgs {
     pub engine_inline_max_bytes: usize,
 
     /// Memory that requests in flight may hold at once, across all requests: each body and up to
-    /// 16 times it (at most 8Mi more) for the engine's view of it (suffixes Ki, Mi, Gi). A
+    /// 16 times it (at most 16Mi more) for the engine's view of it (suffixes Ki, Mi, Gi). A
     /// request that would exceed it gets 503 at once (the API server then applies the webhook's
     /// failurePolicy). Default: half of the container's memory limit (cgroup v2 memory.max or
     /// v1 memory.limit_in_bytes), or 512Mi without one.

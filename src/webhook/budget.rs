@@ -6,7 +6,7 @@
 //! can hold 7 MiB of body. The engine's view of a body costs more memory than the body where the
 //! JSON is dense (an argument `"",` is 3 bytes of JSON and 24 of view; a container of 40 bytes
 //! is 300); the view is bounded ([`podmedic_engine::object::MAX_ITEMS`]), so a request reserves
-//! [`cost_of`] its body: the body, and up to 16 times it for the view, at most 8 MiB more. It
+//! [`cost_of`] its body: the body, and up to 16 times it for the view, at most 16 MiB more. It
 //! reserves before reading (by `Content-Length`, or chunk by chunk when there is none) and keeps
 //! the reservation until the engine has returned; a request that finds the budget spent is
 //! answered 503 at once (the API server applies the webhook's `failurePolicy`: with podmedic's
@@ -29,9 +29,12 @@ pub const LIMIT_SHARE: usize = 2;
 pub const VIEW_PER_BYTE: usize = 16;
 
 /// The most the engine's view of one body can cost, whatever its size: 50,000 items of at most
-/// 112 bytes (with the growth of their list), 3,000 containers of about 300 bytes, and the moves
-/// and answer, bounded in their turn.
-pub const VIEW_MAX: usize = 8 << 20;
+/// 112 bytes (with the growth of their list), 1,000 containers of about 300 bytes per list, and
+/// the moves and answer, bounded in their turn; on the convergence path of UPDATEs (`/converge`,
+/// and `/mutate` in template mode), parsed trees of the object, its stored version and its
+/// last-applied configuration, each of at most 50,000 values (about 100 bytes each with
+/// `preserve_order`).
+pub const VIEW_MAX: usize = 16 << 20;
 
 /// The memory a request holding a body of `bytes` reserves: the body and the engine's view of it.
 pub fn cost_of(bytes: usize) -> usize {

@@ -108,7 +108,9 @@ async fn with_every_engine_thread_busy_health_answers_and_requests_are_allowed_a
     assert!(response.get("patch").is_none() && warnings(&response)[0].contains("deadline"));
     let metrics = server.get_plain("/metrics").await.text();
     assert!(metrics.contains(r#"podmedic_errors_total{reason="deadline"} 3"#), "{metrics}");
-    assert!(metrics.contains(r#"podmedic_admission_requests_total{path="mutate",kind="Pod",operation="CREATE",result="skipped"} 3"#));
+    assert!(metrics.contains(
+        r#"podmedic_admission_requests_total{path="mutate",kind="Pod",operation="CREATE",result="skipped"} 3"#
+    ));
 
     // Once the calls return, their threads serve again.
     gate.open();
@@ -267,7 +269,9 @@ async fn the_kind_label_takes_only_known_kinds() {
     }
     let metrics = server.get_plain("/metrics").await.text();
     assert!(
-        metrics.contains(r#"podmedic_admission_requests_total{path="mutate",kind="other",operation="DELETE",result="ignored"} 3"#),
+        metrics.contains(
+            r#"podmedic_admission_requests_total{path="mutate",kind="other",operation="DELETE",result="ignored"} 3"#
+        ),
         "{metrics}"
     );
     assert!(!metrics.contains("Widget") && !metrics.contains("fake_metric"), "{metrics}");

@@ -32,7 +32,11 @@ pub(super) fn applied_names(object: &Value, spec_path: &[&str]) -> Option<BTreeS
     let mut names = BTreeSet::new();
 
     let last_applied = metadata.and_then(|m| m.get("annotations")).and_then(|a| a.get(LAST_APPLIED));
-    if let Some(manifest) = last_applied.and_then(Value::as_str).and_then(|t| serde_json::from_str::<Value>(t).ok()) {
+    // (Annotation sizes are checked only after mutating admission: a huge one is not read.)
+    let readable = |text: &&str| super::within_value_limit(text);
+    let manifest =
+        last_applied.and_then(Value::as_str).filter(readable).and_then(|t| serde_json::from_str::<Value>(t).ok());
+    if let Some(manifest) = manifest {
         let spec = spec_path.iter().try_fold(&manifest, |v, key| v.get(key));
         if let Some(spec) = spec.filter(|s| s.get("containers").is_some_and(Value::is_array)) {
             known = true;

@@ -107,10 +107,46 @@ pub fn converge_update(
     mode: UpdateMode,
     ctx: &Context<'_>,
 ) -> Result<Mutation, MutateError> {
+    if !within_value_limit(object) || stored.is_some_and(|s| !within_value_limit(s)) {
+        return Err(MutateError::Malformed(format!(
+            "more than {} values in the object or its stored version; podmedic does not read objects this large",
+            crate::object::MAX_ITEMS
+        )));
+    }
     let object: Value = serde_json::from_str(object).map_err(|e| MutateError::Malformed(e.to_string()))?;
     // An unreadable stored object only hides the stored init containers; the record still counts.
     let stored = stored.and_then(|s| serde_json::from_str::<Value>(s).ok()).unwrap_or(Value::Null);
     converge(&object, &stored, mode, ctx)
+}
+
+/// Whether the JSON text `json` has at most [`crate::object::MAX_ITEMS`] brackets and commas
+/// outside strings (about one per list item or map entry, two per empty list in a list), so that
+/// parsing it into a `serde_json::Value` stays bounded in memory: a tree costs 32 to 100 bytes per
+/// value, and 3 MiB of `[],` would be a million of them. One pass over the bytes.
+pub(crate) fn within_value_limit(json: &str) -> bool {
+    let (mut values, mut in_string, mut escaped) = (0usize, false, false);
+    for byte in json.bytes() {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' | b',' => {
+                values += 1;
+                if values > crate::object::MAX_ITEMS {
+                    return false;
+                }
+            }
+            _ => {}
+        }
+    }
+    true
 }
 
 /// Converges an UPDATE of `object`, whose stored version is `stored` (`null` when unknown).

@@ -147,3 +147,25 @@ fn unreadable_objects_are_errors_and_unknown_kinds_are_not_converged() {
         assert!(converge_update(text, Some("[1,"), UpdateMode::Template, ctx).unwrap().patch.0.is_empty());
     });
 }
+
+/// Convergence parses whole objects: one of a million tiny values would cost a hundred times its
+/// JSON in memory, so a body over the limit is refused before it is parsed (and allowed unchanged
+/// by the admission layer), and so is a last-applied annotation over it.
+#[test]
+fn objects_with_more_values_than_the_limit_are_not_parsed() {
+    let max = crate::object::MAX_ITEMS;
+    assert!(within_value_limit(r#"{"a": [1, 2, {"b": []}]}"#));
+    let list = |n: usize| format!(r#"{{"a":[{}]}}"#, vec!["[]"; n].join(","));
+    assert!(within_value_limit(&list(max / 2 - 2)), "each [] and each comma count");
+    assert!(!within_value_limit(&list(max / 2 + 1)));
+    // Inside strings nothing counts, escaped quotes included.
+    let text = format!(r#"{{"a":"\"{}"}}"#, ",[{".repeat(max));
+    assert!(within_value_limit(&text), "commas and brackets in a string are text");
+
+    with_ctx(|ctx| {
+        let err = converge_update(&list(max + 1), None, UpdateMode::Template, ctx).unwrap_err();
+        assert!(err.to_string().contains("more than 50000 values"), "{err}");
+        let err = converge_update(r#"{"kind":"CronJob"}"#, Some(&list(max + 1)), UpdateMode::Undo, ctx).unwrap_err();
+        assert!(err.to_string().contains("stored version"), "{err}");
+    });
+}
