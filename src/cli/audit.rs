@@ -33,6 +33,10 @@ pub enum OutputFormat {
     Table,
     /// One JSON document for scripts.
     Json,
+    /// SARIF 2.1.0 (results with logical locations: namespace, kind, name).
+    Sarif,
+    /// JUnit XML: one test case per object the audit names.
+    Junit,
 }
 
 impl From<OutputFormat> for audit::OutputFormat {
@@ -40,6 +44,8 @@ impl From<OutputFormat> for audit::OutputFormat {
         match format {
             OutputFormat::Table => audit::OutputFormat::Table,
             OutputFormat::Json => audit::OutputFormat::Json,
+            OutputFormat::Sarif => audit::OutputFormat::Sarif,
+            OutputFormat::Junit => audit::OutputFormat::Junit,
         }
     }
 }

@@ -11,3 +11,4 @@ mod certs;
 mod deploy;
 mod fix;
 mod release;
+mod reports;
