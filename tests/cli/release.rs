@@ -79,7 +79,9 @@ fn the_deployment_runs_the_image_of_this_version() {
 #[test]
 fn every_version_the_install_docs_and_manifests_name_is_this_one() {
     let mut files = files_below("deploy", &[".yaml", ".md"]);
-    files.extend(["README.md", "Dockerfile", "certs/README.md"].map(|f| root().join(f)));
+    files.extend(
+        ["README.md", "Dockerfile", "certs/README.md", "docs/ci.md", ".pre-commit-hooks.yaml"].map(|f| root().join(f)),
+    );
     let mut checked = 0;
     for file in files {
         let text = std::fs::read_to_string(&file).expect("read");

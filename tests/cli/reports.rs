@@ -184,3 +184,76 @@ fn report_needs_check_and_excludes_diff() {
     assert_eq!(run(&["fix", "--report", "sarif", "-"]).status.code(), Some(2));
     assert_eq!(run(&["fix", "--check", "--diff", "--report", "json", "-"]).status.code(), Some(2));
 }
+
+/// The YAML blocks of docs/ci.md, in order.
+fn documented_yaml() -> Vec<Value> {
+    let text = std::fs::read_to_string(Path::new(ROOT).join("docs/ci.md")).unwrap();
+    text.split("```yaml\n")
+        .skip(1)
+        .map(|block| yaml_serde::from_str(&block[..block.find("```").unwrap()]).unwrap())
+        .collect()
+}
+
+/// The podmedic arguments of a documented shell line `podmedic fix ... deploy/ > FILE`, with the
+/// fixtures for `deploy/`, and the file the output goes to.
+fn documented_command(line: &str) -> (Vec<String>, String) {
+    let (command, target) = line.split_once(" > ").unwrap();
+    let words: Vec<&str> = command.split_whitespace().collect();
+    let start = words.iter().position(|w| *w == "fix").unwrap();
+    let args = words[start..]
+        .iter()
+        .map(|w| if *w == "deploy/" { "tests/fixtures/manifests/".to_owned() } else { (*w).to_owned() })
+        .collect();
+    (args, target.trim().to_owned())
+}
+
+#[test]
+fn the_documented_ci_recipes_run_the_real_check() {
+    let blocks = documented_yaml();
+    let podmedic =
+        |args: &[String]| Command::new(env!("CARGO_BIN_EXE_podmedic")).current_dir(ROOT).args(args).output().unwrap();
+
+    // GitHub Actions: the SARIF the job writes is what it uploads, even when the check fails.
+    let job = &blocks[0]["jobs"]["podmedic"];
+    assert_eq!(job["permissions"]["security-events"], "write");
+    let steps = job["steps"].as_array().unwrap();
+    let run = steps.iter().filter_map(|s| s["run"].as_str()).find(|r| r.contains("podmedic fix --check")).unwrap();
+    let (args, written) = documented_command(run);
+    let upload = steps.iter().find(|s| s["uses"].as_str().is_some_and(|u| u.contains("upload-sarif"))).unwrap();
+    assert_eq!(
+        (upload["if"].as_str(), upload["with"]["sarif_file"].as_str()),
+        (Some("always()"), Some(written.as_str()))
+    );
+    let out = podmedic(&args);
+    assert_eq!(out.status.code(), Some(1), "the fixtures hold manifests podmedic changes");
+    let errors = sarif_errors(&serde_json::from_slice(&out.stdout).unwrap());
+    assert!(errors.is_empty(), "{errors:#?}");
+
+    // GitLab: the JUnit file the script writes is the job's test report.
+    let gitlab = &blocks[1]["podmedic"];
+    let script = gitlab["script"].as_array().unwrap();
+    let line = script.iter().filter_map(Value::as_str).find(|l| l.contains("fix --check")).unwrap();
+    let (args, written) = documented_command(line);
+    assert_eq!(gitlab["artifacts"]["reports"]["junit"].as_str(), Some(written.as_str()));
+    assert_eq!(gitlab["artifacts"]["when"], "always");
+    let out = podmedic(&args);
+    roxmltree::Document::parse(std::str::from_utf8(&out.stdout).unwrap()).unwrap();
+
+    // pre-commit: each hook's entry, given the changed files, fails on a manifest podmedic changes.
+    let hooks: Value =
+        yaml_serde::from_str(&std::fs::read_to_string(Path::new(ROOT).join(".pre-commit-hooks.yaml")).unwrap())
+            .unwrap();
+    let hooks = hooks.as_array().unwrap();
+    assert_eq!(hooks.len(), 2);
+    for hook in hooks {
+        assert_eq!(hook["pass_filenames"], true);
+        let entry: Vec<String> = hook["entry"].as_str().unwrap().split_whitespace().map(str::to_owned).collect();
+        assert_eq!(entry[0], "podmedic");
+        let with = |file: &str| [&entry[1..], &[file.to_owned()]].concat();
+        assert_eq!(podmedic(&with(FILES[1])).status.code(), Some(1), "{}", hook["id"]);
+        assert_eq!(podmedic(&with(FILES[3])).status.code(), Some(0), "{}", hook["id"]);
+    }
+    let config = &blocks[2]["repos"][0];
+    let documented: Vec<&str> = config["hooks"].as_array().unwrap().iter().filter_map(|h| h["id"].as_str()).collect();
+    assert!(documented.iter().all(|id| hooks.iter().any(|h| h["id"] == *id)), "{documented:?}");
+}
