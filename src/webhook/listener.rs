@@ -131,6 +131,7 @@ impl Server {
                 (Arc::new(CertResolver::new(key)), None)
             }
         };
+        metrics.tls_certificate_served(tls::not_after(&resolver.current()));
         let tls_config = tls::server_config(resolver.clone(), config.client_ca.as_deref())?;
         if let Some(ca) = &config.client_ca {
             tracing::info!(client_ca = %ca.display(), "clients must present a certificate signed by the client CA");
