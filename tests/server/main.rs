@@ -13,6 +13,7 @@ mod admission;
 mod faults;
 mod hostile;
 mod http_errors;
+mod monitoring;
 mod shutdown;
 mod startup;
 mod tls;

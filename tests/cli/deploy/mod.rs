@@ -9,6 +9,7 @@
 //! without it, the overlays' patches are applied here with `json_patch` instead.
 
 mod checks;
+mod monitoring;
 mod warnings;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -109,6 +110,19 @@ fn deploy_copy() -> (tempfile::TempDir, PathBuf) {
 }
 
 /// What `podmedic certs --out <out>` writes for the Service in podmedic-system.
+/// `overlays/with-<component>` in a copy of deploy/: the base and `components/<component>`, as a
+/// user would write it.
+fn overlay_with_component(deploy: &Path, component: &str) -> PathBuf {
+    let overlay = deploy.join(format!("overlays/with-{component}"));
+    std::fs::create_dir_all(&overlay).expect("mkdir");
+    let kustomization = format!(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: [../../base]\n\
+         components: [../../components/{component}]\n"
+    );
+    std::fs::write(overlay.join("kustomization.yaml"), kustomization).expect("write overlay");
+    overlay
+}
+
 fn podmedic_certs(out: &Path) {
     let config = podmedic::commands::certs::CertsConfig {
         service: "podmedic".into(),
@@ -287,14 +301,7 @@ fn the_long_running_pods_component_removes_only_the_restart_policy_condition() {
 
     // With kubectl: an overlay that uses the component, as a user would write it.
     let (_tmp, deploy) = deploy_copy();
-    let overlay = deploy.join("overlays/with-long-running-pods");
-    std::fs::create_dir_all(&overlay).expect("mkdir");
-    std::fs::write(
-        overlay.join("kustomization.yaml"),
-        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: [../../base]\n\
-         components: [../../components/long-running-pods]\n",
-    )
-    .expect("write overlay");
+    let overlay = overlay_with_component(&deploy, "long-running-pods");
     if let Some(rendered) = kustomize(&overlay) {
         check(&rendered);
         assert_deployment_is_hardened(&rendered);
