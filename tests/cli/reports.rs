@@ -78,6 +78,10 @@ fn sarif_of_a_real_run_is_valid_and_points_at_the_containers() {
     // The third document of the file (after an empty one), at the envoy container's own line.
     assert_eq!(line, line_of(FILES[0], "- name: envoy"));
     assert!(text.contains("container envoy") && text.contains("podmedic fix"), "{text}");
+    let export = results.iter().find(|r| object_of(r) == "orders-export").unwrap();
+    // Numbered as `podmedic fix` errors number documents: the empty one between `---` counts.
+    assert_eq!(export["properties"]["document"], 4);
+    assert_eq!(export["properties"]["object"], "shop/Job/orders-export");
     let (uri, line, _) = at("probe-added", "otameshi");
     assert_eq!((uri, line), (FILES[1], line_of(FILES[1], "- name: cloud-sql-proxy")));
     // A check's warning carries the check's id and the container's line.

@@ -84,6 +84,8 @@ struct SarifResult {
     message: Text,
     locations: Vec<serde_json::Value>,
     partial_fingerprints: serde_json::Value,
+    /// The object and, for a file, its 1-based document number (SARIF regions have no documents).
+    properties: serde_json::Value,
 }
 
 #[derive(Serialize)]
@@ -125,6 +127,10 @@ fn result(object: &ReportedObject, finding: &Finding, cwd: Option<&Path>) -> Sar
         message: Text { text },
         locations: vec![serde_json::Value::Object(location)],
         partial_fingerprints: serde_json::json!({ "podmedic/v1": fingerprint }),
+        properties: match object.document {
+            Some(document) => serde_json::json!({ "object": object.qualified_name(), "document": document }),
+            None => serde_json::json!({ "object": object.qualified_name() }),
+        },
     }
 }
 
