@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# A short coverage-guided run of the `admit` fuzz target: exits non-zero on a crash.
+# A short coverage-guided run of the fuzz targets: exits non-zero on a crash, on an input slower
+# than FUZZ_TIMEOUT seconds, or on the fuzzer's memory passing FUZZ_RSS_MB (a hang or a blow-up
+# is a finding too).
 #
-#   fuzz/smoke.sh               # 45 s of fuzzing (FUZZ_SECONDS to change)
+#   fuzz/smoke.sh               # 45 s of `admit`, then 15 s of `growth` (FUZZ_SECONDS, FUZZ_GROWTH_SECONDS)
 #   FUZZ_NO_INSTALL=1 fuzz/smoke.sh   # skip (exit 0) instead of installing cargo-fuzz
 #   FUZZ_DEV=1 fuzz/smoke.sh          # unoptimised build, faster to build (CI uses this)
 #
@@ -13,6 +15,10 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 seconds="${FUZZ_SECONDS:-45}"
+growth_seconds="${FUZZ_GROWTH_SECONDS:-15}"
+# One input of at most 64 KiB takes milliseconds even unoptimised; 10 s is a hang. The recorded
+# campaign peaked at 76 MB.
+limits=(-timeout="${FUZZ_TIMEOUT:-10}" -rss_limit_mb="${FUZZ_RSS_MB:-512}")
 profile=()
 if [ -n "${FUZZ_DEV:-}" ]; then profile=(--dev); fi
 # libFuzzer needs -Z flags (sanitizer coverage); RUSTC_BOOTSTRAP lets the stable compiler take them.
@@ -28,11 +34,14 @@ fi
 
 # The seed corpus: the kube-apiserver AdmissionReviews and their structural variants.
 (cd .. && cargo test --quiet -p podmedic-engine --test fuzz_replay -- --ignored write_fuzz_seeds >/dev/null)
-mkdir -p corpus/admit
+mkdir -p corpus/admit corpus/growth
 
 # -s none: podmedic forbids unsafe code, so AddressSanitizer finds nothing more and halves the speed.
-cargo fuzz build "${profile[@]}" -s none admit
+cargo fuzz build "${profile[@]}" -s none
 # The crash regressions must still pass before new inputs are tried.
-cargo fuzz run "${profile[@]}" -s none admit regressions/admit -- -runs=0
+cargo fuzz run "${profile[@]}" -s none admit regressions/admit -- -runs=0 "${limits[@]}"
 cargo fuzz run "${profile[@]}" -s none admit corpus/admit seeds/admit -- \
-  -dict=admit.dict -max_len=65536 -max_total_time="$seconds" -print_final_stats=1
+  -dict=admit.dict -max_len=65536 -max_total_time="$seconds" -print_final_stats=1 "${limits[@]}"
+# `growth`: any unit of text repeated 8 and 32 times in a Pod must cost linear engine steps.
+cargo fuzz run "${profile[@]}" -s none growth corpus/growth -- \
+  -max_len=256 -max_total_time="$growth_seconds" -print_final_stats=1 "${limits[@]}"

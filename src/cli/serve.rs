@@ -9,7 +9,7 @@ use clap::{Args, ValueEnum};
 use super::units::{parse_byte_size, parse_duration, parse_nonzero_duration};
 use crate::cluster;
 use crate::webhook::tls::CertFiles;
-use crate::webhook::{CertificateSource, ServeConfig, ServerConfig, default_ephemeral_ca_file};
+use crate::webhook::{CertificateSource, ServeConfig, ServerConfig, default_engine_threads, default_ephemeral_ca_file};
 
 /// `--native-sidecars`: whether podmedic may move sidecars into `initContainers`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
@@ -55,11 +55,17 @@ pub struct ServeArgs {
     #[arg(long, env = "PODMEDIC_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
 
+    /// Serve an ephemeral certificate even in a Pod. Without --tls-cert podmedic refuses to start
+    /// in a cluster (KUBERNETES_SERVICE_HOST set): no API server trusts a CA made at start-up.
+    #[arg(long, env = "PODMEDIC_ALLOW_EPHEMERAL_CERTIFICATE")]
+    pub allow_ephemeral_certificate: bool,
+
     /// How often --tls-cert and --tls-key are re-read (e.g. `500ms`, `2s`, `1m`).
     #[arg(long, env = "PODMEDIC_TLS_RELOAD_INTERVAL", default_value = "2s", value_parser = parse_nonzero_duration)]
     pub tls_reload_interval: Duration,
 
     /// PEM CA bundle: when set, clients (the API server) must present a certificate signed by it.
+    /// Re-read every --tls-reload-interval; new connections use the new bundle.
     #[arg(long, env = "PODMEDIC_CLIENT_CA")]
     pub client_ca: Option<PathBuf>,
 
@@ -102,11 +108,12 @@ pub struct ServeArgs {
     #[arg(long, env = "PODMEDIC_HEADER_READ_TIMEOUT", default_value = "5s", value_parser = parse_nonzero_duration)]
     pub header_read_timeout: Duration,
 
-    /// How long an HTTP/1.1 keep-alive connection may wait for its next request (and take to send
-    /// its headers) before podmedic closes it. Keep it above the API server's own idle timeout
-    /// (Go's 90 s), so that the API server closes idle connections first: a POST sent on a
-    /// connection the server is closing at that moment is not retried by Go, and the object would
-    /// pass without podmedic.
+    /// How long a keep-alive connection may wait for its next request (and, on HTTP/1.1, take to
+    /// send its headers) before podmedic closes it (HTTP/2: GOAWAY; it is also pinged every quarter
+    /// of this, at most every 30 s). Keep it above the API server's own idle timeout (Go's 90 s),
+    /// so that the API server closes idle connections first: a POST sent on a connection the
+    /// server is closing at that moment is not retried by Go, and the object would pass without
+    /// podmedic.
     #[arg(long, env = "PODMEDIC_IDLE_TIMEOUT", default_value = "120s", value_parser = parse_nonzero_duration)]
     pub idle_timeout: Duration,
 
@@ -115,9 +122,35 @@ pub struct ServeArgs {
     #[arg(long, env = "PODMEDIC_MAX_CONNECTIONS", default_value_t = 4096)]
     pub max_connections: u32,
 
-    /// Time a client has to send the request body, including handling; 408 after it.
+    /// Time a client has to send the request body (408 after it). No request is handled for
+    /// longer: its answer comes by --admission-deadline or by this, whichever is first.
     #[arg(long, env = "PODMEDIC_REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_nonzero_duration)]
     pub request_timeout: Duration,
+
+    /// Time from a request's headers to its answer. An object whose answer is not ready by then
+    /// (every engine thread busy, a body that arrived late) is allowed unchanged, with a warning,
+    /// an error log and `podmedic_errors_total{reason="deadline"}`. Keep it below the webhook's
+    /// timeoutSeconds (3 in deploy/), so that the API server gets this answer, not a timeout.
+    #[arg(long, env = "PODMEDIC_ADMISSION_DEADLINE", default_value = "2s", value_parser = parse_nonzero_duration)]
+    pub admission_deadline: Duration,
+
+    /// Engine calls that run at once, each on a thread of its own off the async workers (default:
+    /// one per available CPU, plus two). A call past its deadline keeps its thread until it returns.
+    #[arg(long, env = "PODMEDIC_ENGINE_THREADS", value_parser = clap::value_parser!(u32).range(1..1025))]
+    pub engine_threads: Option<u32>,
+
+    /// Bodies up to this size run the engine on the async worker that read them (a few hundred
+    /// microseconds at most), larger ones on an engine thread; 0 sends every body to the threads.
+    #[arg(long, env = "PODMEDIC_ENGINE_INLINE_MAX_BYTES", default_value = "16Ki", value_parser = parse_inline_size)]
+    pub engine_inline_max_bytes: usize,
+
+    /// Memory that requests in flight may hold at once, across all requests: each body and up to
+    /// 16 times it (at most 8Mi more) for the engine's view of it (suffixes Ki, Mi, Gi). A
+    /// request that would exceed it gets 503 at once (the API server then applies the webhook's
+    /// failurePolicy). Default: half of the container's memory limit (cgroup v2 memory.max or
+    /// v1 memory.limit_in_bytes), or 512Mi without one.
+    #[arg(long, env = "PODMEDIC_MEMORY_BUDGET", value_parser = parse_byte_size)]
+    pub memory_budget: Option<usize>,
 
     /// Time a client has to complete the TLS handshake.
     #[arg(long, env = "PODMEDIC_TLS_HANDSHAKE_TIMEOUT", default_value = "5s", value_parser = parse_nonzero_duration)]
@@ -163,12 +196,17 @@ impl From<&ServeArgs> for ServeConfig {
             idle_timeout: args.idle_timeout,
             max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
             request_timeout: args.request_timeout,
+            admission_deadline: args.admission_deadline,
+            engine_threads: args.engine_threads.map_or_else(default_engine_threads, |n| n as usize),
+            engine_inline_max_bytes: args.engine_inline_max_bytes,
+            memory_budget: args.memory_budget,
             tls_handshake_timeout: args.tls_handshake_timeout,
             shutdown_timeout: args.shutdown_timeout,
             shutdown_delay: args.shutdown_delay,
         };
         ServeConfig {
             server,
+            allow_ephemeral_certificate: args.allow_ephemeral_certificate,
             policy: args.policy.clone(),
             native_sidecars: args.native_sidecars.into(),
             kubeconfig: args.kubeconfig.clone(),
@@ -179,6 +217,11 @@ impl From<&ServeArgs> for ServeConfig {
             },
         }
     }
+}
+
+/// A byte size for --engine-inline-max-bytes, where 0 is allowed (every body to the threads).
+fn parse_inline_size(text: &str) -> Result<usize, String> {
+    if text.trim() == "0" { Ok(0) } else { parse_byte_size(text) }
 }
 
 #[cfg(test)]
@@ -206,6 +249,12 @@ mod tests {
         assert_eq!(args.max_body_bytes, 7 * 1024 * 1024);
         assert_eq!(args.native_sidecars, NativeSidecarsMode::Auto);
         assert_eq!(args.shutdown_timeout, Duration::from_secs(25));
+        assert_eq!(args.admission_deadline, Duration::from_secs(2));
+        assert_eq!(args.engine_inline_max_bytes, crate::webhook::DEFAULT_INLINE_MAX_BYTES);
+        assert!(!args.allow_ephemeral_certificate);
+        let config = ServeConfig::from(&*args);
+        assert_eq!(config.server.engine_threads, default_engine_threads());
+        assert_eq!(config.server.memory_budget, None, "from the memory limit");
         assert_eq!(cli.logging.log_format, LogFormat::Text);
     }
 

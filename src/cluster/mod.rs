@@ -17,11 +17,17 @@
 //! ConfigMaps, Secrets, PVCs and ServiceAccounts (metadata only; `references.rs`). The watch
 //! implements the engine's `ClusterSource` with them.
 //!
+//! What podmedic does not know, it does not assume (`capability.rs`): before the API server has
+//! answered, or in a Pod that cannot reach it, native sidecars count as unavailable and every
+//! namespace as unknown (podmedic then changes nothing). Only with no cluster at all (`podmedic
+//! serve` on a laptop) does `auto` assume native sidecars, as `podmedic fix` does.
+//!
 //! RBAC: `get`, `list` and `watch` on `nodes` and `namespaces`; with `--watch-references`, `list`
-//! and `watch` on those four kinds in the labelled namespaces (deploy/components/reference-checks). A failed call is logged
-//! with what kind of failure it was ([`ApiFailure`]: network, forbidden, unauthorized, ...), so that
-//! only a 403 sends the reader to RBAC.
+//! and `watch` on those four kinds in the labelled namespaces (deploy/components/reference-checks).
+//! A failed call is logged with what kind of failure it was ([`ApiFailure`]: network, forbidden,
+//! unauthorized, ...), so that only a 403 sends the reader to RBAC.
 
+mod capability;
 mod connection;
 mod failure;
 mod namespaces;
@@ -29,7 +35,8 @@ mod nodes;
 mod references;
 mod watch;
 
-pub use connection::{ClusterError, connect};
+pub use capability::CapabilityReason;
+pub use connection::{ClusterError, Connection, connect, in_a_pod};
 pub use failure::ApiFailure;
 pub use namespaces::NamespaceCache;
 pub use nodes::{api_server_version_text, node_facts, node_kubelet};

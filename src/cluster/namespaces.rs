@@ -6,7 +6,6 @@ use std::sync::{Arc, PoisonError, RwLock};
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use podmedic_engine::NamespaceSettings;
-use podmedic_engine::admission::NamespaceLookup;
 use podmedic_engine::annotations::{ENABLED_LABEL, is_podmedic_key, namespace_settings};
 
 /// Parsed settings of every known namespace, so that an admission does one map lookup.
@@ -76,6 +75,11 @@ impl NamespaceCache {
         problems
     }
 
+    /// The settings of `namespace`, if it is known.
+    pub fn settings(&self, namespace: &str) -> Option<Arc<NamespaceSettings>> {
+        self.read().get(namespace).map(|cached| cached.settings.clone())
+    }
+
     /// Number of namespaces known.
     pub fn len(&self) -> usize {
         self.read().len()
@@ -94,12 +98,6 @@ impl NamespaceCache {
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, CachedNamespace>> {
         self.entries.write().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-impl NamespaceLookup for NamespaceCache {
-    fn settings(&self, namespace: &str) -> Option<Arc<NamespaceSettings>> {
-        self.read().get(namespace).map(|cached| cached.settings.clone())
     }
 }
 

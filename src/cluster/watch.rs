@@ -12,13 +12,14 @@ use k8s_openapi::api::core::v1::{Namespace, Node};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
-use podmedic_engine::admission::{CapabilitySource, ClusterSource, NamespaceLookup, NodeList};
+use podmedic_engine::NativeSidecars;
+use podmedic_engine::admission::{CapabilitySource, ClusterSource, NamespaceLookup, NamespaceState, NodeList};
 use podmedic_engine::cluster::NamespaceObjects;
-use podmedic_engine::kubernetes::{NodeKubelet, decide_native_sidecars};
-use podmedic_engine::{NamespaceSettings, NativeSidecars};
+use podmedic_engine::kubernetes::NodeKubelet;
 use tokio::task::JoinHandle;
 
-use super::connection::{ClusterError, connect};
+use super::capability::{Capability, CapabilityReason, old_nodes};
+use super::connection::{ClusterError, Connection, connect};
 use super::failure::{ApiFailure, warn_retrying};
 use super::namespaces::{NamespaceCache, strip_namespace};
 use super::nodes::{NodeFactsTracker, api_server_version_text, node_kubelet, strip_node};
@@ -28,7 +29,7 @@ use super::references::{ReferenceWatches, ReferenceWatching};
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum NativeSidecarsMode {
     /// Decide from the API server's and every kubelet's version (assume available when there is
-    /// no cluster to ask).
+    /// no cluster at all; unavailable while a cluster has not answered).
     #[default]
     Auto,
     /// Always move sidecars (you know every node runs Kubernetes 1.29 or newer).
@@ -81,7 +82,9 @@ struct Shared {
     mode: NativeSidecarsMode,
     /// No cluster is configured: nothing is watched and everything is ready at once.
     offline: bool,
-    capability: ArcSwap<NativeSidecars>,
+    /// In a Pod without a usable configuration: nothing can be watched, nothing is ever ready.
+    unconfigured: bool,
+    capability: ArcSwap<Capability>,
     /// Set once the capability has been decided from a full node list and an API server version.
     capability_known: AtomicBool,
     /// The API server's version text, once read.
@@ -104,7 +107,7 @@ impl std::fmt::Debug for ClusterWatch {
         f.debug_struct("ClusterWatch")
             .field("mode", &self.shared.mode)
             .field("offline", &self.shared.offline)
-            .field("native_sidecars", &self.shared.capability.load())
+            .field("native_sidecars", &self.shared.capability.load().reason)
             .field("ready", &self.is_ready())
             .finish_non_exhaustive()
     }
@@ -112,17 +115,17 @@ impl std::fmt::Debug for ClusterWatch {
 
 impl ClusterWatch {
     /// Connects (see [`connect`]) and starts watching. With no cluster configured it returns an
-    /// offline watch (see [`ClusterWatch::offline`]) and logs that once. Must run inside a Tokio
-    /// runtime; the watches run as background tasks until the `ClusterWatch` is dropped.
+    /// offline watch (see [`ClusterWatch::offline`]) and logs that once; in a Pod without a usable
+    /// configuration, an unconfigured one (see [`ClusterWatch::unconfigured`]). Must run inside a
+    /// Tokio runtime; the watches run as background tasks until the `ClusterWatch` is dropped.
     pub async fn start(
         mode: NativeSidecarsMode,
         kubeconfig: Option<&Path>,
         references: ReferenceWatching,
     ) -> Result<ClusterWatch, ClusterError> {
         match connect(kubeconfig).await? {
-            Some(client) => Ok(ClusterWatch::with_client(client, mode, references)),
-            None => {
-                let watch = ClusterWatch::offline(mode);
+            Connection::Client(client) => Ok(ClusterWatch::with_client(client, mode, references)),
+            Connection::NoCluster => {
                 match mode {
                     NativeSidecarsMode::Auto => tracing::info!(
                         "no Kubernetes cluster configured (no kubeconfig, not in a cluster): assuming native \
@@ -130,44 +133,52 @@ impl ClusterWatch {
                     ),
                     _ => tracing::info!("no Kubernetes cluster configured: namespace annotations are not read"),
                 }
-                Ok(watch)
+                Ok(ClusterWatch::offline(mode))
+            }
+            Connection::InClusterWithoutConfig(error) => {
+                tracing::error!(
+                    %error,
+                    "podmedic runs in a Pod (KUBERNETES_SERVICE_HOST is set) but has no usable Kubernetes \
+                     configuration (is the service account token mounted?): it cannot learn the cluster's \
+                     versions or the namespaces' settings, so it changes nothing and stays not ready"
+                );
+                Ok(ClusterWatch::unconfigured(mode))
             }
         }
     }
 
-    /// A watch with no cluster: ready at once, no namespace settings, and native sidecars available
-    /// in `auto` and `on` modes.
+    /// A watch with no cluster: ready at once, the policy for every namespace, and native sidecars
+    /// available in `auto` and `on` modes.
     pub fn offline(mode: NativeSidecarsMode) -> ClusterWatch {
-        let capability = match mode {
-            NativeSidecarsMode::Auto | NativeSidecarsMode::On => NativeSidecars::Available,
-            NativeSidecarsMode::Off => off_reason(),
-        };
-        let shared = Shared::new(mode, true, capability, None, None);
+        let shared = Shared::new(mode, true, Capability::before_deciding(mode, true), None, None);
+        ClusterWatch { shared: Arc::new(shared), tasks: Vec::new() }
+    }
+
+    /// A watch of a cluster podmedic cannot reach: never ready, every namespace unknown (so nothing
+    /// changes), native sidecars unknown in `auto` mode.
+    pub fn unconfigured(mode: NativeSidecarsMode) -> ClusterWatch {
+        let mut shared = Shared::new(mode, false, Capability::before_deciding(mode, false), None, None);
+        shared.unconfigured = true;
         ClusterWatch { shared: Arc::new(shared), tasks: Vec::new() }
     }
 
     /// Starts watching the cluster behind `client`. Must run inside a Tokio runtime.
     ///
     /// In `auto` mode native sidecars count as unavailable until the API server's version and the
-    /// first full Node list are in (a wrong "available" leaves Pods stuck in `Init`), except when the
-    /// first attempt to reach the API server fails: then, as with no cluster at all, they are assumed
-    /// available (logged once) until it answers. Either way [`ClusterWatch::is_ready`] stays false
-    /// until the real answer is in, so in a cluster a readiness probe keeps traffic away meanwhile.
+    /// first full Node list are in (a wrong "available" leaves Pods stuck in `Init`), and every
+    /// namespace counts as unknown (podmedic changes nothing there) until the first Namespace list
+    /// is in: a namespace that opted out must never be changed. [`ClusterWatch::is_ready`] stays
+    /// false until then, so in a cluster a readiness probe keeps traffic away meanwhile.
     ///
     /// Nodes are watched in every mode: the checks of workloads read their labels, taints and
-    /// allocatable. With [`ReferenceWatching::LabelledNamespaces`], the names of the labelled
-    /// namespaces' ConfigMaps, Secrets, PVCs and ServiceAccounts are watched too.
+    /// allocatable (the capability is decided from them only in `auto` mode, where the API server's
+    /// version is read too). With [`ReferenceWatching::LabelledNamespaces`], the names of the
+    /// labelled namespaces' ConfigMaps, Secrets, PVCs and ServiceAccounts are watched too.
     pub fn with_client(client: Client, mode: NativeSidecarsMode, references: ReferenceWatching) -> ClusterWatch {
-        let capability = match mode {
-            NativeSidecarsMode::Auto => {
-                NativeSidecars::Unavailable("podmedic has not learned the cluster's versions yet".into())
-            }
-            NativeSidecarsMode::On => NativeSidecars::Available,
-            NativeSidecarsMode::Off => off_reason(),
-        };
         let (node_reader, node_writer) = reflector::store::<Node>();
         let references =
             (references == ReferenceWatching::LabelledNamespaces).then(|| ReferenceWatches::new(client.clone()));
+        let capability = Capability::before_deciding(mode, false);
         let shared = Arc::new(Shared::new(mode, false, capability, Some(node_reader), references));
         let (namespace_reader, namespace_writer) = reflector::store::<Namespace>();
         let mut tasks = vec![
@@ -185,7 +196,8 @@ impl ClusterWatch {
     pub fn is_ready(&self) -> bool {
         let s = &self.shared;
         s.offline
-            || (s.namespaces_listed.load(Ordering::Acquire)
+            || (!s.unconfigured
+                && s.namespaces_listed.load(Ordering::Acquire)
                 && (s.mode != NativeSidecarsMode::Auto || s.capability_known.load(Ordering::Acquire)))
     }
 
@@ -203,6 +215,11 @@ impl ClusterWatch {
     pub fn is_offline(&self) -> bool {
         self.shared.offline
     }
+
+    /// Why native sidecars are available or not (the gauge's `reason`).
+    pub fn capability_reason(&self) -> CapabilityReason {
+        self.shared.capability.load().reason
+    }
 }
 
 impl Drop for ClusterWatch {
@@ -215,13 +232,21 @@ impl Drop for ClusterWatch {
 
 impl CapabilitySource for ClusterWatch {
     fn native_sidecars(&self) -> Arc<NativeSidecars> {
-        self.shared.capability.load_full()
+        self.shared.capability.load().native.clone()
     }
 }
 
 impl NamespaceLookup for ClusterWatch {
-    fn settings(&self, namespace: &str) -> Option<Arc<NamespaceSettings>> {
-        self.shared.namespaces.settings(namespace)
+    fn settings(&self, namespace: &str) -> NamespaceState {
+        let s = &self.shared;
+        if s.offline {
+            return NamespaceState::Unwatched;
+        }
+        if !s.namespaces_listed.load(Ordering::Acquire) {
+            return NamespaceState::Unknown;
+        }
+        // Listed, yet missing: created a moment ago, and the watch has not delivered it yet.
+        s.namespaces.settings(namespace).map_or(NamespaceState::Unknown, NamespaceState::Known)
     }
 }
 
@@ -236,15 +261,11 @@ impl ClusterSource for ClusterWatch {
     }
 }
 
-fn off_reason() -> NativeSidecars {
-    NativeSidecars::Unavailable("native sidecars are turned off (--native-sidecars off)".into())
-}
-
 impl Shared {
     fn new(
         mode: NativeSidecarsMode,
         offline: bool,
-        capability: NativeSidecars,
+        capability: Capability,
         nodes: Option<Store<Node>>,
         references: Option<ReferenceWatches>,
     ) -> Self {
@@ -255,6 +276,7 @@ impl Shared {
         Shared {
             mode,
             offline,
+            unconfigured: false,
             capability: ArcSwap::from_pointee(capability),
             capability_known: AtomicBool::new(false),
             api_server: Mutex::new(None),
@@ -269,26 +291,13 @@ impl Shared {
         }
     }
 
-    /// The API server did not answer the first time: behave as with no cluster (native sidecars
-    /// assumed available) until it does, unless the real answer is already in.
-    fn assume_available_while_unreachable(&self, error: &kube::Error) {
-        let _one_at_a_time = self.deciding.lock().unwrap_or_else(PoisonError::into_inner);
-        if self.capability_known.load(Ordering::Acquire) {
-            return;
-        }
-        let failure = ApiFailure::of_client(error);
-        tracing::info!(
-            failure = failure.label(),
-            "assuming native sidecars are available until the API server answers (--native-sidecars auto); \
-             not ready until then. Reading its version failed: {}",
-            failure.explain(VERSION_PERMISSION)
-        );
-        self.capability.store(Arc::new(NativeSidecars::Available));
-    }
-
     /// Decides the capability again from the latest API server version and Node list, once both
     /// are known, and logs when it changes.
     fn decide(&self) {
+        // `on` and `off` are decided by the flag; Nodes are watched in every mode for the checks.
+        if self.mode != NativeSidecarsMode::Auto {
+            return;
+        }
         let _one_at_a_time = self.deciding.lock().unwrap_or_else(PoisonError::into_inner);
         let Some(api_server) = self.api_server.lock().unwrap_or_else(PoisonError::into_inner).clone() else {
             return;
@@ -297,13 +306,14 @@ impl Shared {
             return;
         };
         let kubelets: Vec<NodeKubelet> = nodes.state().iter().filter_map(|n| node_kubelet(n)).collect();
-        let decided = decide_native_sidecars(&api_server, &kubelets);
+        let decided = Capability::decided(&api_server, &kubelets);
         let first = !self.capability_known.load(Ordering::Acquire);
-        if first || **self.capability.load() != decided {
+        let current = self.capability.load();
+        if first || current.native != decided.native || current.reason != decided.reason {
             if !first {
                 self.counters.capability_changes.fetch_add(1, Ordering::Relaxed);
             }
-            match &decided {
+            match &*decided.native {
                 NativeSidecars::Available => tracing::info!(
                     api_server = %api_server,
                     nodes = kubelets.len(),
@@ -312,6 +322,8 @@ impl Shared {
                 NativeSidecars::Unavailable(reason) => tracing::warn!(
                     api_server = %api_server,
                     nodes = kubelets.len(),
+                    old_nodes = %old_nodes(&kubelets),
+                    cause = decided.reason.label(),
                     %reason,
                     "native sidecars are unavailable: podmedic will not move sidecars"
                 ),
@@ -445,11 +457,9 @@ fn report_problems(shared: &Shared, namespace: &str, problems: &[String]) {
 /// failures with a growing delay.
 async fn track_api_server(shared: Arc<Shared>, client: Client) {
     let mut retry = Duration::from_secs(1);
-    let mut first_attempt = true;
     loop {
         match client.apiserver_version().await {
             Ok(info) => {
-                first_attempt = false;
                 let text = api_server_version_text(&info);
                 *shared.api_server.lock().unwrap_or_else(PoisonError::into_inner) = Some(text);
                 shared.decide();
@@ -457,9 +467,6 @@ async fn track_api_server(shared: Arc<Shared>, client: Client) {
                 tokio::time::sleep(API_SERVER_VERSION_REFRESH).await;
             }
             Err(error) => {
-                if std::mem::take(&mut first_attempt) {
-                    shared.assume_available_while_unreachable(&error);
-                }
                 shared.counters.api_server_version_errors.fetch_add(1, Ordering::Relaxed);
                 warn_retrying(
                     "reading the API server's version",
@@ -483,7 +490,8 @@ mod tests {
         let auto = ClusterWatch::offline(NativeSidecarsMode::Auto);
         assert!(auto.is_ready() && auto.is_offline());
         assert_eq!(*auto.native_sidecars(), NativeSidecars::Available);
-        assert!(auto.settings("default").is_none());
+        assert_eq!(auto.capability_reason(), CapabilityReason::NoCluster);
+        assert_eq!(auto.settings("default"), NamespaceState::Unwatched);
         let off = ClusterWatch::offline(NativeSidecarsMode::Off);
         assert!(!off.native_sidecars().is_available());
         let on: Arc<dyn CapabilitySource> = Arc::new(ClusterWatch::offline(NativeSidecarsMode::On));
@@ -491,7 +499,19 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_unreachable_cluster_is_not_ready_and_assumes_native_sidecars() {
+    async fn a_pod_without_configuration_changes_nothing_and_is_never_ready() {
+        for mode in [NativeSidecarsMode::Auto, NativeSidecarsMode::On] {
+            let watch = ClusterWatch::unconfigured(mode);
+            assert!(!watch.is_ready() && !watch.is_offline());
+            assert_eq!(watch.settings("batch"), NamespaceState::Unknown);
+        }
+        let auto = ClusterWatch::unconfigured(NativeSidecarsMode::Auto);
+        assert!(!auto.native_sidecars().is_available());
+        assert_eq!(auto.capability_reason(), CapabilityReason::Unknown);
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_cluster_is_not_ready_and_assumes_nothing() {
         // A kubeconfig pointing at a port where nothing listens: the watches fail and retry.
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("kubeconfig");
@@ -505,7 +525,9 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert!(!watch.is_offline());
         assert!(!watch.is_ready(), "not ready until the cluster answers");
-        assert!(watch.native_sidecars().is_available(), "an unreachable cluster is treated as no cluster");
+        assert!(!watch.native_sidecars().is_available(), "no capability is assumed before the cluster answers");
+        assert_eq!(watch.capability_reason(), CapabilityReason::Unknown);
+        assert_eq!(watch.settings("batch"), NamespaceState::Unknown, "nor any namespace's settings");
         assert!(watch.counters().namespace_watch_errors.load(Ordering::Relaxed) >= 1);
     }
 

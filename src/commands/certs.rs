@@ -45,8 +45,32 @@ pub mod files {
     pub const SECRET: &str = "secret.yaml";
     /// The base64 caBundle of the webhook configuration, one line.
     pub const CA_BUNDLE: &str = "caBundle.b64";
-    /// A JSON patch (RFC 6902) that sets the caBundle, used by `deploy/overlays/self-managed`.
+    /// A JSON patch (RFC 6902) that sets the caBundle of the MutatingWebhookConfiguration's
+    /// webhooks, used by `deploy/overlays/self-managed`.
     pub const CA_BUNDLE_PATCH: &str = "webhook-ca-bundle-patch.yaml";
+    /// The same for the ValidatingWebhookConfiguration's webhooks.
+    pub const VALIDATING_CA_BUNDLE_PATCH: &str = "validating-webhook-ca-bundle-patch.yaml";
+}
+
+/// The webhooks of `deploy/base`, in order, by configuration: each patch tests a webhook's name
+/// before it sets its caBundle, so that a reordered configuration fails to render rather than
+/// trusting the wrong CA.
+const MUTATING_WEBHOOKS: [&str; 2] = ["mutate.podmedic.io", "converge.podmedic.io"];
+const VALIDATING_WEBHOOKS: [&str; 2] = ["warn.podmedic.io", "warn-workloads.podmedic.io"];
+
+/// A JSON patch (YAML) that sets the caBundle of each of `webhooks`.
+fn ca_bundle_patch(kind: &str, webhooks: &[&str], ca_bundle: &str) -> String {
+    let mut patch = format!(
+        "# Written by `podmedic certs`: the caBundle of the {kind}'s webhooks (the CA, and the previous one\n\
+         # after --new-ca). A JSON patch for deploy/overlays/self-managed.\n"
+    );
+    for (i, name) in webhooks.iter().enumerate() {
+        patch.push_str(&format!(
+            "- op: test\n  path: /webhooks/{i}/name\n  value: {name}\n\
+             - op: add\n  path: /webhooks/{i}/clientConfig/caBundle\n  value: {ca_bundle}\n"
+        ));
+    }
+    patch
 }
 
 /// The DNS names the API server may use to reach `service` in `namespace`.
@@ -128,11 +152,8 @@ pub fn run(config: &CertsConfig) -> anyhow::Result<ExitCode> {
         "# Written by `podmedic certs`: the serving certificate of {common_name} and its key. Do not commit it.\n{}",
         yaml_serde::to_string(&secret)?
     );
-    let patch = format!(
-        "# Written by `podmedic certs`: the webhook's caBundle (the CA, and the previous one after --new-ca).\n\
-         # A JSON patch for deploy/overlays/self-managed.\n\
-         - op: add\n  path: /webhooks/0/clientConfig/caBundle\n  value: {ca_bundle}\n"
-    );
+    let patch = ca_bundle_patch("MutatingWebhookConfiguration", &MUTATING_WEBHOOKS, &ca_bundle);
+    let validating_patch = ca_bundle_patch("ValidatingWebhookConfiguration", &VALIDATING_WEBHOOKS, &ca_bundle);
 
     // Keys first, so that no certificate is ever on disk without its key.
     write_file(&path(files::CA_KEY), &bundle.ca_key_pem, SECRET_MODE)?;
@@ -142,9 +163,10 @@ pub fn run(config: &CertsConfig) -> anyhow::Result<ExitCode> {
     write_file(&path(files::SECRET), &secret, SECRET_MODE)?;
     write_file(&path(files::CA_BUNDLE), &format!("{ca_bundle}\n"), PUBLIC_MODE)?;
     write_file(&path(files::CA_BUNDLE_PATCH), &patch, PUBLIC_MODE)?;
+    write_file(&path(files::VALIDATING_CA_BUNDLE_PATCH), &validating_patch, PUBLIC_MODE)?;
 
     eprintln!(
-        "wrote {}, {}, {}, {}, {}, {} and {} into {} for {}; the caBundle follows",
+        "wrote {}, {}, {}, {}, {}, {}, {} and {} into {} for {}; the caBundle follows",
         files::CA_CERT,
         files::CA_KEY,
         files::TLS_CERT,
@@ -152,6 +174,7 @@ pub fn run(config: &CertsConfig) -> anyhow::Result<ExitCode> {
         files::SECRET,
         files::CA_BUNDLE,
         files::CA_BUNDLE_PATCH,
+        files::VALIDATING_CA_BUNDLE_PATCH,
         out.display(),
         names.join(", ")
     );
@@ -172,27 +195,25 @@ const PUBLIC_MODE: u32 = 0o644;
 
 /// Writes through a temporary file and a rename, so that a reader (`kubectl apply`, a running
 /// server) never sees half a file, and a key file is never readable by others, not even briefly.
+///
+/// The temporary file is made by `tempfile`: a new, unpredictable name opened with `O_EXCL` and
+/// the final mode from the start, so a symlink planted in `--out` cannot redirect the key (a fixed
+/// `<name>.tmp` opened with `O_CREAT` followed it and truncated its target). The rename replaces
+/// a symlink at `path` itself rather than writing through it.
 fn write_file(path: &Path, contents: &str, mode: u32) -> anyhow::Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".podmedic-certs-");
     #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, mode);
+    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(mode));
     #[cfg(not(unix))]
     let _ = mode;
-    let result = options.open(&tmp).and_then(|mut f| {
-        // The mode above applies only when the file is created; a stale temporary file keeps its own.
-        #[cfg(unix)]
-        f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))?;
-        f.write_all(contents.as_bytes())?;
-        f.sync_all()
-    });
-    result.and_then(|()| std::fs::rename(&tmp, path)).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        anyhow::Error::new(e).context(format!("cannot write {}", path.display()))
-    })
+    let context = || format!("cannot write {}", path.display());
+    let mut tmp = builder.tempfile_in(dir).with_context(context)?;
+    tmp.write_all(contents.as_bytes()).with_context(context)?;
+    tmp.as_file().sync_all().with_context(context)?;
+    tmp.persist(path).map_err(|e| anyhow::Error::new(e.error)).with_context(context)?;
+    Ok(())
 }
 
 /// An RFC 1123 label: what Kubernetes accepts as a Service or Namespace name.

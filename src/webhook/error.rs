@@ -19,6 +19,13 @@ pub enum ServeError {
     /// The cluster connection given could not be used.
     #[error(transparent)]
     Cluster(#[from] ClusterError),
+    /// No certificate was given, and podmedic runs in a Pod.
+    #[error(
+        "no --tls-cert given, and podmedic runs in a Pod (KUBERNETES_SERVICE_HOST is set): no API server \
+         trusts an ephemeral certificate; mount the serving certificate and pass --tls-cert and --tls-key \
+         (deploy/ does), or pass --allow-ephemeral-certificate"
+    )]
+    EphemeralInCluster,
     /// A listener could not be opened.
     #[error("cannot listen on {addr}: {source}")]
     Bind {

@@ -1,19 +1,23 @@
 //! The Prometheus metrics podmedic exports on `/metrics` (text format, via prometheus-client).
 //!
-//! Few metrics, each answering a question an operator asks: is the webhook answering and how
-//! fast (`admission_requests_total`, `admission_duration_seconds`), what is it changing
-//! (`changes_total`), did the certificate rotation work (`tls_reloads_total`) and when does the
-//! certificate served expire (`tls_certificate_expiry_timestamp_seconds`), and what goes wrong
-//! (`errors_total`). Label values come from fixed sets, except `kind`, which is bounded by the
-//! webhook's rules.
+//! Few metrics, each answering a question an operator asks: is the webhook answering, on which
+//! path (`/mutate`, `/warn`, `/converge`) and how fast (`admission_requests_total`,
+//! `admission_duration_seconds`), what is it changing (`changes_total`), did the certificate
+//! rotation work (`tls_reloads_total`) and when does the certificate served expire
+//! (`tls_certificate_expiry_timestamp_seconds`), what goes wrong (`errors_total`), may it move sidecars
+//! here and why not (`native_sidecars_available`), what is in flight (`request_bytes_in_flight`,
+//! `engine_calls_in_flight`), and how the cluster watches fare (`cluster_*`). Every label value
+//! comes from a fixed set: `kind` is one of the kinds podmedic knows or `other`, whatever a
+//! request's body says.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
@@ -21,12 +25,25 @@ use prometheus_client::registry::Registry;
 
 use podmedic_engine::admission::Admission;
 
+use super::budget::MemoryBudget;
+use super::engine::EnginePool;
+use crate::cluster::ClusterWatch;
+
 /// The `Content-Type` of [`Metrics::encode`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
+/// The `kind` label values: the kinds podmedic reads, and `other` for anything a body names.
+pub const KINDS: [&str; 8] = ["Pod", "Job", "CronJob", "Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "other"];
+
+/// The `kind` label of a request's kind (it comes from the body: any text a client sends).
+pub fn kind_label(kind: &str) -> &'static str {
+    KINDS.iter().find(|k| **k == kind).copied().unwrap_or("other")
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
-    kind: String,
+    path: &'static str,
+    kind: &'static str,
     operation: String,
     result: String,
 }
@@ -69,6 +86,10 @@ pub mod reason {
     pub const HEADER_TIMEOUT: &str = "header_timeout";
     /// A connection was refused because `--max-connections` were open.
     pub const CONNECTION_LIMIT: &str = "connection_limit";
+    /// A request was refused (503) because the memory budget for bodies was spent.
+    pub const MEMORY_BUDGET: &str = "memory_budget";
+    /// The engine did not answer by `--admission-deadline`: the object was allowed unchanged.
+    pub const DEADLINE: &str = crate::webhook::engine::DEADLINE;
 }
 
 /// podmedic's metrics and their registry.
@@ -80,6 +101,7 @@ pub struct Metrics {
     changes: Family<ChangeLabels, Counter>,
     tls_reloads: Family<ResultLabels, Counter>,
     errors: Family<ReasonLabels, Counter>,
+    live: Arc<Live>,
     certificate_expiry: CertificateExpiry,
 }
 
@@ -108,6 +130,13 @@ impl Collector for CertificateExpiry {
     }
 }
 
+/// What is read at each scrape: the request pipeline's state and the cluster watch.
+#[derive(Debug, Default)]
+struct Live {
+    pipeline: OnceLock<(MemoryBudget, EnginePool)>,
+    cluster: OnceLock<Arc<ClusterWatch>>,
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
@@ -121,7 +150,8 @@ impl Metrics {
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
             "admission_requests",
-            "AdmissionReviews answered, by object kind, operation and result (patched, unchanged, ignored, skipped)",
+            "AdmissionReviews answered, by path (mutate, warn, converge), object kind, operation and result \
+             (patched, unchanged, warned, ignored, skipped)",
             requests.clone(),
         );
         // 100 µs doubling to about 3.3 s: the engine takes microseconds, a slow client seconds.
@@ -147,13 +177,26 @@ impl Metrics {
         }
         let certificate_expiry = CertificateExpiry(Arc::new(AtomicI64::new(CertificateExpiry::UNKNOWN)));
         registry.register_collector(Box::new(certificate_expiry.clone()));
-        Metrics { registry, requests, duration, changes, tls_reloads, errors, certificate_expiry }
+        let live = Arc::new(Live::default());
+        registry.register_collector(Box::new(live.clone()));
+        Metrics { registry, requests, duration, changes, tls_reloads, errors, live, certificate_expiry }
+    }
+
+    /// Reports the budget's and the engine pool's state at each scrape (set once).
+    pub fn watch_pipeline(&self, budget: MemoryBudget, engine: EnginePool) {
+        let _ = self.live.pipeline.set((budget, engine));
+    }
+
+    /// Reports the cluster watch's capability and counters at each scrape (set once).
+    pub fn watch_cluster(&self, cluster: Arc<ClusterWatch>) {
+        let _ = self.live.cluster.set(cluster);
     }
 
     /// Counts one answered AdmissionReview: request, latency, changes, and the skip reason if any.
     pub fn observe_admission(&self, admission: &Admission, elapsed: Duration) {
         let labels = RequestLabels {
-            kind: admission.kind.clone(),
+            path: admission.endpoint.label(),
+            kind: kind_label(&admission.kind),
             operation: admission.operation.to_owned(),
             result: admission.outcome.label().to_owned(),
         };
@@ -195,11 +238,84 @@ impl Metrics {
     }
 }
 
+impl Collector for Live {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        if let Some((budget, engine)) = self.pipeline.get() {
+            gauge(&mut encoder, "request_bytes_in_flight", "Bytes of request bodies reserved now", budget.in_flight())?;
+            gauge(
+                &mut encoder,
+                "request_bytes_budget",
+                "Bytes of request bodies that may be in flight",
+                budget.total(),
+            )?;
+            gauge(&mut encoder, "engine_calls_in_flight", "Engine calls running off the async workers", engine.busy())?;
+        }
+        let Some(cluster) = self.cluster.get() else { return Ok(()) };
+        let reason = cluster.capability_reason();
+        let mut family = encoder.encode_descriptor(
+            "native_sidecars_available",
+            "1 when podmedic moves sidecars; reason: available, forced_on, no_cluster, forced_off, old_apiserver, \
+             old_kubelet or unknown",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(i64::from(reason.is_available()))
+            .encode(family.encode_family(&[("reason", reason.label())])?)?;
+
+        let c = cluster.counters();
+        let read = |counter: &std::sync::atomic::AtomicU64| counter.load(std::sync::atomic::Ordering::Relaxed);
+        let mut family = encoder.encode_descriptor(
+            "cluster_watch_errors",
+            "Failed lists and watches of the API server, by what was read (each is retried with backoff)",
+            None,
+            MetricType::Counter,
+        )?;
+        for (watch, value) in [
+            ("nodes", read(&c.node_watch_errors)),
+            ("namespaces", read(&c.namespace_watch_errors)),
+            ("api_server_version", read(&c.api_server_version_errors)),
+        ] {
+            ConstCounter::new(value).encode(family.encode_family(&[("watch", watch)])?)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "cluster_events",
+            "Node and Namespace changes received from the watches",
+            None,
+            MetricType::Counter,
+        )?;
+        for (kind, value) in [("node", read(&c.node_events)), ("namespace", read(&c.namespace_events))] {
+            ConstCounter::new(value).encode(family.encode_family(&[("kind", kind)])?)?;
+        }
+        counter(
+            &mut encoder,
+            "namespace_annotation_problems",
+            "Namespace annotation values podmedic ignored or corrected (the log says which)",
+            read(&c.namespace_annotation_problems),
+        )?;
+        counter(
+            &mut encoder,
+            "native_sidecars_changes",
+            "Times the native-sidecar capability changed after it was first decided",
+            read(&c.capability_changes),
+        )
+    }
+}
+
+fn gauge(encoder: &mut DescriptorEncoder, name: &str, help: &str, value: usize) -> Result<(), std::fmt::Error> {
+    let metric = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
+    metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
+}
+
+fn counter(encoder: &mut DescriptorEncoder, name: &str, help: &str, value: u64) -> Result<(), std::fmt::Error> {
+    let metric = ConstCounter::new(value);
+    metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use podmedic_engine::ChangeKind;
-    use podmedic_engine::admission::Outcome;
+    use podmedic_engine::admission::{Endpoint, Outcome};
 
     #[test]
     fn an_admission_shows_in_the_text_output() {
@@ -211,6 +327,8 @@ mod tests {
             namespace: "ns".into(),
             name: "p".into(),
             operation: "CREATE",
+            endpoint: Endpoint::Mutate,
+            dry_run: false,
             outcome: Outcome::Patched,
             changes: vec![ChangeKind::SidecarMoved, ChangeKind::ProbeAdded],
             warnings: 0,
@@ -220,7 +338,9 @@ mod tests {
         metrics.error(reason::OVERLOADED);
         let text = metrics.encode();
         assert!(
-            text.contains(r#"podmedic_admission_requests_total{kind="Pod",operation="CREATE",result="patched"} 1"#),
+            text.contains(
+                r#"podmedic_admission_requests_total{path="mutate",kind="Pod",operation="CREATE",result="patched"} 1"#
+            ),
             "{text}"
         );
         assert!(text.contains(r#"podmedic_changes_total{type="sidecar_moved"} 1"#), "{text}");

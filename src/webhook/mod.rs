@@ -1,21 +1,26 @@
 //! `podmedic serve`: the webhook over HTTPS, health and metrics over plain HTTP, graceful shutdown.
 //!
 //! - [`router`]: the HTTP surface, `POST /mutate` (public, so tests can drive it without a socket):
-//!   decode the body, dispatch to the engine's [`admit`](podmedic_engine::admission::admit),
-//!   encode; and `/healthz`, `/readyz`, `/metrics` ([`health_router`]).
+//!   reserve the body against the [`budget`], read it, hand it to the engine's
+//!   [`admit`](podmedic_engine::admission::admit) through the [`engine`] pool within the
+//!   admission deadline, log and count; and `/healthz`, `/readyz`, `/metrics` ([`health_router`]).
 //! - [`HealthServer`] (`health.rs`): the plain-HTTP health and metrics listener, bound before
-//!   anything else so that the kubelet's first probe finds it.
-//! - [`Server`] (`listener.rs`) puts the router behind rustls and hyper: a TCP accept loop with a
-//!   connection limit, a TLS handshake with a timeout, then hyper-util's automatic HTTP/1.1 / HTTP/2
-//!   connection with a header read timeout, each connection watched for graceful shutdown.
-//! - [`tls`]: certificates, hot reload, client-certificate authentication; [`metrics`];
-//!   [`readiness`]; [`shutdown_signal`].
+//!   anything else so that the kubelet's first probe finds it, and served from a thread of its own.
+//! - [`Server`] (`listener.rs`) puts the router behind rustls and hyper: a TCP accept loop, then
+//!   each connection (`connection.rs`) with a connection limit, a TLS handshake with a timeout,
+//!   hyper-util's HTTP/1.1 or HTTP/2 with a header read timeout, the HTTP/2 idle timeout and pings,
+//!   and the graceful shutdown.
+//! - [`tls`]: certificates and client CAs, hot reload; [`metrics`]; [`readiness`];
+//!   [`shutdown_signal`].
 //!
 //! Shutdown, on SIGTERM or SIGINT: `/readyz` turns 503, the listener stays open for
 //! `--shutdown-delay` so endpoints can stop routing to this Pod, then it closes; connections are
 //! told to finish (HTTP/1.1 closes once the in-flight response is written, idle connections close
 //! at once, HTTP/2 gets GOAWAY), and whatever is still running at `--shutdown-timeout` is dropped.
 
+pub mod budget;
+mod connection;
+pub mod engine;
 mod error;
 mod health;
 mod listener;
@@ -38,7 +43,9 @@ pub use health::HealthServer;
 pub use listener::{CertificateSource, Server, ServerConfig};
 use metrics::Metrics;
 use readiness::Readiness;
-pub use router::{WebhookState, health_router, router};
+pub use router::{
+    DEFAULT_ADMISSION_DEADLINE, DEFAULT_INLINE_MAX_BYTES, WebhookState, default_engine_threads, health_router, router,
+};
 pub use shutdown::shutdown_signal;
 
 /// Everything `podmedic serve` needs (from `cli::ServeArgs`).
@@ -46,6 +53,8 @@ pub use shutdown::shutdown_signal;
 pub struct ServeConfig {
     /// Listeners, certificates, limits and timeouts.
     pub server: ServerConfig,
+    /// Serve an ephemeral certificate even in a Pod (`--allow-ephemeral-certificate`).
+    pub allow_ephemeral_certificate: bool,
     /// Policy file merged over the built-in policy.
     pub policy: Option<PathBuf>,
     /// Whether sidecars may be moved: decided from the cluster, or forced.
@@ -66,7 +75,11 @@ pub fn default_ephemeral_ca_file() -> PathBuf {
 /// This is the one place the environment is assembled: the policy, and a [`ClusterWatch`] as the
 /// source of the native-sidecar capability and of the namespace settings. The watch registers
 /// its readiness gate here.
-pub async fn build_environment(config: &ServeConfig, readiness: &Readiness) -> Result<Environment, ServeError> {
+pub async fn build_environment(
+    config: &ServeConfig,
+    readiness: &Readiness,
+    metrics: &Metrics,
+) -> Result<Environment, ServeError> {
     let policy_gate = readiness.gate("policy");
     let policy = Policy::load_or_builtin(config.policy.as_deref())?;
     if let Some(path) = &config.policy {
@@ -76,6 +89,7 @@ pub async fn build_environment(config: &ServeConfig, readiness: &Readiness) -> R
     let cluster_gate = readiness.gate("cluster");
     let watch =
         Arc::new(ClusterWatch::start(config.native_sidecars, config.kubeconfig.as_deref(), config.references).await?);
+    metrics.watch_cluster(watch.clone());
     if watch.is_ready() {
         cluster_gate.open();
     } else {
@@ -105,6 +119,12 @@ pub async fn serve(config: &ServeConfig) -> Result<(), ServeError> {
             "--shutdown-delay is not shorter than --shutdown-timeout: requests in flight at the end of the delay are dropped"
         );
     }
+    if matches!(server.certificates, CertificateSource::Ephemeral { .. })
+        && crate::cluster::in_a_pod()
+        && !config.allow_ephemeral_certificate
+    {
+        return Err(ServeError::EphemeralInCluster);
+    }
     let readiness = Readiness::new();
     // Closed until every step below has registered its own gate and the server is bound, since the
     // health port answers from the next line on.
@@ -113,7 +133,7 @@ pub async fn serve(config: &ServeConfig) -> Result<(), ServeError> {
     // First of all: the kubelet probes as soon as the container runs (a port not yet bound would
     // be a "connection refused" probe failure on every start).
     let health = HealthServer::start(server.metrics_listen, readiness.clone(), metrics.clone()).await?;
-    let environment = build_environment(config, &readiness).await?;
+    let environment = build_environment(config, &readiness, &metrics).await?;
     let server = Server::bind_with_health(server.clone(), environment, readiness, metrics, health).await?;
     starting.open();
     server.run(shutdown_signal()).await;

@@ -1,26 +1,51 @@
-//! The webhook's HTTP surface: `POST /mutate` and `POST /warn` decode nothing themselves and
-//! dispatch the body to the engine's `admit` / `admit_warnings`, then log, count and encode; plus
-//! the plain-HTTP health and metrics.
+//! The webhook's HTTP surface: `POST /mutate`, `/warn` and `/converge` decode nothing themselves
+//! and hand the body to the engine's `admit_at` with the path that received it (the engine
+//! decides what each path does), then log, count and encode; plus the plain-HTTP health and
+//! metrics.
+//!
+//! A request's life: its body's [`cost_of`] is reserved against the [`MemoryBudget`] (503 at once
+//! when spent), read within `--request-timeout` (408) and `--max-body-bytes` (413), handed to the
+//! [`EnginePool`] and answered by `--admission-deadline` (allowed unchanged after it). A request
+//! answered before its body was read gets its answer at once, and the rest of the body is read
+//! and discarded behind it (bounded), so that the client receives the answer rather than a
+//! connection reset.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
-use podmedic_engine::admission::{self, Admission, Environment, ReviewError};
+use axum::routing::{MethodRouter, get, post};
+use http_body_util::BodyExt;
+use podmedic_engine::admission::{Admission, Endpoint, Environment};
+use tokio::time::Instant;
 use tower::ServiceBuilder;
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower::load_shed::LoadShedLayer;
 use tower_http::catch_panic::{CatchPanicLayer, ResponseForPanic};
 
+use super::budget::{MemoryBudget, Reservation, cost_of};
+use super::engine::EnginePool;
 use super::metrics::{self, Metrics, reason};
 use super::readiness::Readiness;
+
+/// The default `--admission-deadline`: below the shipped webhook's `timeoutSeconds: 3`, leaving
+/// the API server a second for the connection and the answer's way back.
+pub const DEFAULT_ADMISSION_DEADLINE: Duration = Duration::from_secs(2);
+
+/// The default `--engine-inline-max-bytes`: a body this small costs the engine at most a few
+/// hundred microseconds, less than the hand-over to a blocking thread saves (BENCHMARKS.md).
+pub const DEFAULT_INLINE_MAX_BYTES: usize = 16 << 10;
+
+/// Most bytes of a body read and discarded after an early answer (413, 415, 503).
+const DRAIN_LIMIT: usize = 16 << 20;
+/// Longest time spent reading and discarding them.
+const DRAIN_TIME: Duration = Duration::from_secs(2);
 
 /// What the webhook handlers share.
 #[derive(Clone)]
@@ -31,14 +56,22 @@ pub struct WebhookState {
     pub metrics: Arc<Metrics>,
     /// Largest request body.
     pub max_body_bytes: usize,
-    /// Time to receive the body.
+    /// Time to receive the body; also the longest a request is handled.
     pub request_timeout: Duration,
     /// Requests handled at once before shedding.
     pub max_concurrency: usize,
+    /// Time from the request headers to the answer; after it the object is allowed unchanged.
+    pub admission_deadline: Duration,
+    /// Where the engine runs.
+    pub engine: EnginePool,
+    /// Bytes of bodies in flight.
+    pub budget: MemoryBudget,
 }
 
 impl WebhookState {
-    /// State with the defaults of `podmedic serve` (7 MiB, 10 s, 512 requests at once).
+    /// State with the defaults of `podmedic serve` (7 MiB, 10 s, 512 requests at once, a 2 s
+    /// deadline, an engine thread per CPU and two more), and the budget of a process without a
+    /// memory limit.
     pub fn new(environment: Environment, metrics: Arc<Metrics>) -> Self {
         WebhookState {
             environment,
@@ -46,34 +79,53 @@ impl WebhookState {
             max_body_bytes: 7 << 20,
             request_timeout: Duration::from_secs(10),
             max_concurrency: 512,
+            admission_deadline: DEFAULT_ADMISSION_DEADLINE,
+            engine: EnginePool::new(default_engine_threads(), DEFAULT_INLINE_MAX_BYTES),
+            budget: MemoryBudget::for_memory_limit(None),
         }
     }
 }
 
-/// The webhook's HTTP surface, with panics caught and excess load shed: `POST /mutate` (the
-/// mutating webhook) and `POST /warn` (the validating webhook of workloads: warnings only).
+/// The default `--engine-threads`: one per CPU available (the cgroup's quota counts) and two more,
+/// so that a call that outlives its deadline (it cannot be cancelled) does not leave a CPU idle.
+pub fn default_engine_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get) + 2
+}
+
+/// The webhook's HTTP surface: `POST /mutate`, `/warn` and `/converge` (see
+/// [`Endpoint`]), with panics caught and excess load shed. The three paths share one limit of
+/// requests in flight.
 pub fn router(state: WebhookState) -> Router {
     let metrics = state.metrics.clone();
+    let limit = GlobalConcurrencyLimitLayer::new(state.max_concurrency);
+    let mut router = Router::new();
+    for endpoint in Endpoint::ALL {
+        router = router.route(endpoint.path(), admission_route(endpoint, &state, limit.clone()));
+    }
+    with_panic_guard(router.fallback(not_found), metrics)
+}
+
+/// `POST <path>` for one endpoint, behind the shared concurrency limit.
+fn admission_route(endpoint: Endpoint, state: &WebhookState, limit: GlobalConcurrencyLimitLayer) -> MethodRouter {
     let shed_metrics = state.metrics.clone();
     // Shedding rather than queueing: a request that waits here is one the API server may already
     // have given up on, and its failurePolicy is the better answer under overload. One limit for
-    // both paths: they share the engine and the CPU.
-    let limits = ServiceBuilder::new()
-        .layer(HandleErrorLayer::new(move |_: tower::BoxError| {
-            let metrics = shed_metrics.clone();
-            async move {
-                metrics.error(reason::OVERLOADED);
-                json_error(StatusCode::SERVICE_UNAVAILABLE, "podmedic is overloaded, try again")
-            }
-        }))
-        .layer(LoadShedLayer::new())
-        .layer(GlobalConcurrencyLimitLayer::new(state.max_concurrency));
-    let routes = Router::new()
-        .route("/mutate", post(mutate).fallback(method_not_allowed))
-        .route("/warn", post(warn).fallback(method_not_allowed))
-        .route_layer(limits)
-        .with_state(state);
-    with_panic_guard(routes.fallback(not_found), metrics)
+    // every path: they share the engine and the CPU.
+    post(move |state: State<WebhookState>, request: Request| review(endpoint, state, request))
+        .fallback(method_not_allowed)
+        .layer(
+            ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(move |_: tower::BoxError| {
+                    let metrics = shed_metrics.clone();
+                    async move {
+                        metrics.error(reason::OVERLOADED);
+                        json_error(StatusCode::SERVICE_UNAVAILABLE, "podmedic is overloaded, try again")
+                    }
+                }))
+                .layer(LoadShedLayer::new())
+                .layer(limit),
+        )
+        .with_state(state.clone())
 }
 
 /// Turns a panic in any handler of `router` into a 500 and a metric instead of a dropped
@@ -102,27 +154,17 @@ impl ResponseForPanic for PanicResponse {
     }
 }
 
-/// `POST /mutate`: an AdmissionReview in, an AdmissionReview out (a patch and warnings).
-async fn mutate(State(state): State<WebhookState>, request: Request) -> Response {
-    review(&state, request, admission::admit).await
-}
-
-/// `POST /warn`: an AdmissionReview of a workload in, an AdmissionReview out with warnings only.
-async fn warn(State(state): State<WebhookState>, request: Request) -> Response {
-    review(&state, request, admission::admit_warnings).await
-}
-
-/// Reads the body within the limits, answers it with `answer`, logs and counts.
-async fn review(
-    state: &WebhookState,
-    request: Request,
-    answer: fn(&[u8], &Environment) -> Result<Admission, ReviewError>,
-) -> Response {
+/// `POST /mutate`, `/warn` or `/converge`: an AdmissionReview in, an AdmissionReview out.
+async fn review(endpoint: Endpoint, State(state): State<WebhookState>, request: Request) -> Response {
     let started = Instant::now();
     let metrics = &state.metrics;
-    if !is_json(request.headers()) {
+    let (parts, mut body) = request.into_parts();
+    if !is_json(&parts.headers) {
         metrics.error(reason::UNSUPPORTED_MEDIA_TYPE);
-        return json_error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "the Content-Type must be application/json");
+        return answer_early(
+            body,
+            json_error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "the Content-Type must be application/json"),
+        );
     }
     let too_large = || {
         metrics.error(reason::PAYLOAD_TOO_LARGE);
@@ -131,14 +173,33 @@ async fn review(
             &format!("the body is larger than the limit of {} bytes", state.max_body_bytes),
         )
     };
-    if content_length(request.headers()).is_some_and(|len| len > state.max_body_bytes as u64) {
-        return too_large();
+    let over_budget = || {
+        metrics.error(reason::MEMORY_BUDGET);
+        tracing::warn!(budget = state.budget.total(), "refused a request: the memory budget for bodies is spent");
+        json_error(StatusCode::SERVICE_UNAVAILABLE, "podmedic is over its memory budget for request bodies, try again")
+    };
+    let declared = content_length(&parts.headers);
+    let mut reservation = state.budget.reservation();
+    match declared {
+        Some(len) if len > state.max_body_bytes as u64 => {
+            return answer_early(body, too_large());
+        }
+        Some(len) if !reservation.grow(cost_of(usize::try_from(len).unwrap_or(usize::MAX))) => {
+            return answer_early(body, over_budget());
+        }
+        _ => {}
     }
-    let body = Limited::new(request.into_body(), state.max_body_bytes);
-    let body = match tokio::time::timeout(state.request_timeout, body.collect()).await {
-        Ok(Ok(collected)) => collected.to_bytes(),
-        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => return too_large(),
-        Ok(Err(e)) => {
+    let declared = declared.and_then(|len| usize::try_from(len).ok());
+    let read = read_body(&mut body, &mut reservation, state.max_body_bytes, declared);
+    let body = match tokio::time::timeout_at(started + state.request_timeout, read).await {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(BodyError::TooLarge)) => {
+            return answer_early(body, too_large());
+        }
+        Ok(Err(BodyError::OverBudget)) => {
+            return answer_early(body, over_budget());
+        }
+        Ok(Err(BodyError::Read(e))) => {
             metrics.error(reason::BODY_READ);
             return json_error(StatusCode::BAD_REQUEST, &format!("cannot read the request body: {e}"));
         }
@@ -148,7 +209,9 @@ async fn review(
         }
     };
 
-    match answer(&body, &state.environment) {
+    let answer_by = started + state.admission_deadline.min(state.request_timeout);
+    let limit = state.admission_deadline.min(state.request_timeout);
+    match state.engine.admit(endpoint, body, &state.environment, reservation, answer_by, limit).await {
         Ok(admission) => {
             let elapsed = started.elapsed();
             log_admission(&admission, elapsed);
@@ -157,22 +220,88 @@ async fn review(
         }
         Err(e) => {
             metrics.error(e.metric_label());
-            tracing::warn!(error = %e, "refused a body that is not an AdmissionReview");
+            tracing::warn!(path = endpoint.path(), error = %e, "refused a body that is not an AdmissionReview");
             json_error(StatusCode::BAD_REQUEST, &e.to_string())
         }
     }
 }
 
+/// Why a body could not be read.
+enum BodyError {
+    /// Longer than `--max-body-bytes`.
+    TooLarge,
+    /// The memory budget could not hold it (bodies without a `Content-Length`).
+    OverBudget,
+    /// The connection failed.
+    Read(axum::Error),
+}
+
+/// Reads the whole body, at most `max` bytes. Without a `declared` length (already reserved), the
+/// cost of what has arrived is reserved against the budget chunk by chunk.
+async fn read_body(
+    body: &mut Body,
+    reservation: &mut Reservation,
+    max: usize,
+    declared: Option<usize>,
+) -> Result<Bytes, BodyError> {
+    let mut collected = Vec::with_capacity(declared.unwrap_or(0).min(max));
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame.map_err(BodyError::Read)?.into_data() else { continue };
+        if collected.len() + data.len() > max {
+            return Err(BodyError::TooLarge);
+        }
+        let more = cost_of(collected.len() + data.len()).saturating_sub(reservation.bytes());
+        if declared.is_none() && !reservation.grow(more) {
+            return Err(BodyError::OverBudget);
+        }
+        collected.extend_from_slice(&data);
+    }
+    Ok(Bytes::from(collected))
+}
+
+/// Answers a request before its body was read: the answer goes out at once, and what is left of
+/// the body is read and discarded behind it (see [`drain`]), so that the client has the answer
+/// before the connection closes.
+fn answer_early(body: Body, response: Response) -> Response {
+    tokio::spawn(drain(body));
+    response
+}
+
+/// Reads and discards what is left of a body answered early (at most [`DRAIN_LIMIT`] bytes, for
+/// at most [`DRAIN_TIME`]). Closing a connection with unread data makes the kernel send a reset,
+/// which can reach the client before it has read the answer; Go's net/http drains for the same
+/// reason. A body larger than that is cut off as before.
+async fn drain(mut body: Body) {
+    let discard = async {
+        let mut read = 0usize;
+        while read < DRAIN_LIMIT {
+            match body.frame().await {
+                Some(Ok(frame)) => read += frame.data_ref().map_or(0, Bytes::len),
+                _ => break,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_TIME, discard).await;
+}
+
 /// One line per admission; never the object itself, which may carry secrets in its environment.
 fn log_admission(admission: &Admission, elapsed: Duration) {
-    let changes: Vec<&str> = admission.changes.iter().map(|c| c.label()).collect();
+    // Each kind of change once, with its count: a Pod with thousands of containers makes thousands.
+    let mut counted: BTreeMap<&str, usize> = BTreeMap::new();
+    for change in &admission.changes {
+        *counted.entry(change.label()).or_default() += 1;
+    }
+    let changes: Vec<String> =
+        counted.iter().map(|(label, n)| if *n == 1 { (*label).to_owned() } else { format!("{label}*{n}") }).collect();
     let changes = changes.join(",");
     tracing::info!(
         uid = %admission.uid,
+        path = admission.endpoint.path(),
         kind = %admission.kind,
         namespace = %admission.namespace,
         name = %admission.name,
         operation = admission.operation,
+        dry_run = admission.dry_run,
         result = admission.outcome.label(),
         changes = %changes,
         warnings = admission.warnings,
@@ -182,6 +311,7 @@ fn log_admission(admission: &Admission, elapsed: Duration) {
     if let Some((label, message)) = &admission.skip_reason {
         tracing::error!(
             uid = %admission.uid,
+            path = admission.endpoint.path(),
             kind = %admission.kind,
             namespace = %admission.namespace,
             name = %admission.name,
@@ -212,7 +342,7 @@ async fn method_not_allowed() -> Response {
 }
 
 async fn not_found() -> Response {
-    json_error(StatusCode::NOT_FOUND, "not found; the webhook is POST /mutate and POST /warn")
+    json_error(StatusCode::NOT_FOUND, "not found; the webhook's paths are POST /mutate, /warn and /converge")
 }
 
 /// `{"error": message}` with `status`.
@@ -307,6 +437,26 @@ mod tests {
             router(state()).oneshot(request(Method::POST, Some("application/json"), "{not json")).await.unwrap();
         assert_eq!(response.status(), StatusCode::BAD_REQUEST);
         assert!(error_of(response).await.contains("not a valid AdmissionReview"));
+    }
+
+    #[tokio::test]
+    async fn each_endpoint_answers_on_its_path_and_only_to_post() {
+        let review = r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u1",
+            "kind":{"group":"","version":"v1","kind":"Secret"},"resource":{"group":"","version":"v1","resource":"secrets"},
+            "operation":"CREATE","object":{"kind":"Secret"}}}"#;
+        for endpoint in Endpoint::ALL {
+            let post = Request::builder()
+                .method(Method::POST)
+                .uri(endpoint.path())
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(review))
+                .unwrap();
+            let response = router(state()).oneshot(post).await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK, "{}", endpoint.path());
+            let get = Request::builder().uri(endpoint.path()).body(Body::empty()).unwrap();
+            let response = router(state()).oneshot(get).await.unwrap();
+            assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED, "{}", endpoint.path());
+        }
     }
 
     #[tokio::test]

@@ -164,7 +164,7 @@ fn keys_are_private_and_the_secret_and_ca_bundle_carry_the_files() {
     let leftovers: Vec<_> = std::fs::read_dir(&out)
         .expect("read_dir")
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|n| n.ends_with(".tmp"))
+        .filter(|n| n.ends_with(".tmp") || n.starts_with(".podmedic-certs-"))
         .collect();
     assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
 
@@ -182,11 +182,42 @@ fn keys_are_private_and_the_secret_and_ca_bundle_carry_the_files() {
     assert_eq!(ca_bundle.trim(), b64(&read(&out, "ca.crt")), "the caBundle is ca.crt, base64");
     assert!(!ca_bundle.trim().contains('\n'), "one line, ready to paste");
 
+    // Each webhook's name is tested before its caBundle is set (deploy/ checks the overlay
+    // renders with every webhook trusting the CA).
+    let patch_for = |webhooks: &[&str]| {
+        let ops = webhooks.iter().enumerate().flat_map(|(i, name)| {
+            [
+                serde_json::json!({"op": "test", "path": format!("/webhooks/{i}/name"), "value": name}),
+                serde_json::json!({"op": "add", "path": format!("/webhooks/{i}/clientConfig/caBundle"),
+                                   "value": ca_bundle.trim()}),
+            ]
+        });
+        Value::Array(ops.collect())
+    };
     let patch: Value = yaml_serde::from_str(&read(&out, "webhook-ca-bundle-patch.yaml")).expect("patch is YAML");
-    assert_eq!(
-        patch,
-        serde_json::json!([{"op": "add", "path": "/webhooks/0/clientConfig/caBundle", "value": ca_bundle.trim()}])
-    );
+    assert_eq!(patch, patch_for(&["mutate.podmedic.io", "converge.podmedic.io"]));
+    let patch: Value =
+        yaml_serde::from_str(&read(&out, "validating-webhook-ca-bundle-patch.yaml")).expect("patch is YAML");
+    assert_eq!(patch, patch_for(&["warn.podmedic.io", "warn-workloads.podmedic.io"]));
+}
+
+/// Someone who can write to `--out` plants symlinks: at the temporary names the files used to be
+/// written through, and at a file's own name. Nothing is written through them.
+#[cfg(unix)]
+#[test]
+fn symlinks_in_the_output_directory_redirect_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (out, victim) = (dir.path().join("certs"), dir.path().join("victim"));
+    std::fs::create_dir(&out).expect("mkdir");
+    std::fs::write(&victim, "precious").expect("write");
+    for name in ["tls.key.tmp", "ca.key.tmp", "secret.yaml.tmp", "secret.yaml"] {
+        std::os::unix::fs::symlink(&victim, out.join(name)).expect("symlink");
+    }
+    certs(&out, &[]).expect("podmedic certs");
+    assert_eq!(std::fs::read_to_string(&victim).expect("read"), "precious", "written through a symlink");
+    let secret = std::fs::symlink_metadata(out.join("secret.yaml")).expect("metadata");
+    assert!(secret.file_type().is_file(), "secret.yaml is a file of its own now");
+    assert!(read(&out, "secret.yaml").contains("kind: Secret"));
 }
 
 #[test]

@@ -180,3 +180,20 @@ fn a_limits_only_job_keeps_its_limits_as_its_requests() {
         serde_json::json!({"requests": {"cpu": "100m", "memory": "128Mi"}})
     );
 }
+
+/// A symlink back up the tree (as kustomize layouts sometimes have) is followed once, not forever.
+#[cfg(unix)]
+#[test]
+fn symlink_cycles_in_a_directory_are_read_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let jobs = dir.path().join("jobs");
+    std::fs::create_dir(&jobs).unwrap();
+    std::fs::copy(fixture("seed-cronjob.yaml"), jobs.join("seed.yaml")).unwrap();
+    std::os::unix::fs::symlink("..", jobs.join("up")).unwrap();
+    std::os::unix::fs::symlink(".", jobs.join("here")).unwrap();
+    std::os::unix::fs::symlink(&jobs, dir.path().join("jobs-again")).unwrap();
+    let out = podmedic(&["fix", "-o", "json", dir.path().to_str().unwrap()], None);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let fixed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(fixed["kind"], "CronJob", "one document, read once: {fixed}");
+}

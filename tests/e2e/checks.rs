@@ -1,10 +1,24 @@
 //! Issue 15 end to end: each check's warning as `kubectl apply` receives it (the API server's
 //! `Warning` headers), through the warnings-only ValidatingWebhookConfiguration of `deploy/base`
-//! (Deployments, StatefulSets, DaemonSets) or the mutating one (Jobs); and `podmedic audit`
-//! explaining a Pod that cannot be scheduled. Workloads have no replicas or are dry runs, so
-//! nothing is pulled or run.
+//! (warn-workloads.podmedic.io for Deployments, StatefulSets and DaemonSets, warn.podmedic.io for
+//! Jobs), in pods mode's namespace, the default install; and `podmedic audit` explaining a Pod
+//! that cannot be scheduled. Workloads have no replicas or are dry runs, so nothing is pulled or
+//! run.
 
+use std::time::Instant;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
+use kube::api::PostParams;
+use serde_json::json;
+
+use super::creation::Mode;
 use super::*;
+
+/// The namespace of the checks: pods mode's, where creation.rs registered `deploy/base`.
+fn namespace(run: &Run) -> String {
+    run.namespace(Mode::Pods)
+}
 
 /// An object's API path in the run's labelled namespace.
 fn path(run: &Run, resource: &str) -> String {
@@ -13,7 +27,7 @@ fn path(run: &Run, resource: &str) -> String {
         "jobs" => "apis/batch/v1",
         _ => "api/v1",
     };
-    format!("/{group}/namespaces/{}/{resource}", run.enabled_ns)
+    format!("/{group}/namespaces/{}/{resource}", namespace(run))
 }
 
 /// Creates (or, with `dry_run`, only admits) the object and returns the warnings the API server
@@ -69,7 +83,7 @@ fn container(extra: Value) -> Value {
 
 /// One scenario per check, then `podmedic audit`.
 pub(super) async fn scenario(run: &Run, kubeconfig: &Path) {
-    // node-fit: more CPU than any node has; for a StatefulSet (/warn) and a Job (/mutate).
+    // node-fit: more CPU than any node has; for a StatefulSet and a Job (both on /warn).
     let huge = json!({"containers": [container(json!({"resources": {"requests": {"cpu": "100000"}}}))]});
     let warnings = warnings_of(run, "statefulsets", &workload("StatefulSet", "too-big", huge.clone()), false).await;
     assert_warned("node-fit (StatefulSet)", &warnings, "no node can fit cpu 100000 (largest allocatable: ");
@@ -162,7 +176,7 @@ async fn references(run: &Run) {
         assert!(Instant::now() < deadline, "references: never warned about e2e-absent: {warnings:#?}");
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let config_maps: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(run.client.clone(), &run.enabled_ns);
+    let config_maps: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(run.client.clone(), &namespace(run));
     config_maps
         .create(&PostParams::default(), &typed(json!({"metadata": {"name": "e2e-present"}, "data": {"db-url": "x"}})))
         .await
@@ -181,7 +195,7 @@ async fn references(run: &Run) {
 
 /// A Pod that can never be scheduled, explained by `podmedic audit -o json`.
 async fn audit_explains_a_pending_pod(run: &Run, kubeconfig: &Path) {
-    let pods: Api<Pod> = Api::namespaced(run.client.clone(), &run.enabled_ns);
+    let pods: Api<Pod> = Api::namespaced(run.client.clone(), &namespace(run));
     let spec = json!({"restartPolicy": "Never",
                       "containers": [container(json!({"resources": {"requests": {"cpu": "100000"}}}))]});
     pods.create(&PostParams::default(), &typed(json!({"metadata": {"name": "never-scheduled"}, "spec": spec})))
@@ -198,7 +212,7 @@ async fn audit_explains_a_pending_pod(run: &Run, kubeconfig: &Path) {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let output = Command::new(env!("CARGO_BIN_EXE_podmedic"))
-        .args(["audit", "-n", &run.enabled_ns, "-o", "json", "--kubeconfig"])
+        .args(["audit", "-n", &namespace(run), "-o", "json", "--kubeconfig"])
         .arg(kubeconfig)
         .output()
         .expect("run podmedic audit");

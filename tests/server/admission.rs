@@ -102,9 +102,10 @@ async fn a_delete_is_allowed_without_a_patch() {
     assert!(response.get("patch").is_none(), "unexpected patch: {response}");
 }
 
-/// `kubectl create --dry-run=server`: answered unchanged.
+/// `kubectl create --dry-run=server` of a Pod with nothing to fix: answered unchanged, as the
+/// real request would be.
 #[tokio::test]
-async fn a_dry_run_gets_no_patch() {
+async fn a_dry_run_with_nothing_to_fix_gets_no_patch() {
     let server = TestServer::start().await;
     let mut client = server.client().connect().await.unwrap();
     let request = fixture("pod-create-dry-run.json");
@@ -114,21 +115,24 @@ async fn a_dry_run_gets_no_patch() {
     assert!(response.get("patch").is_none(), "unexpected patch: {response}");
 }
 
-/// The same Job Pod as a dry run: the patch a real request would get is only described in a
-/// warning.
+/// The Job's Pod as a dry run (`kubectl diff`, `--dry-run=server`, a GitOps tool's diff): the
+/// same patch and warnings as the real request, so the dry run shows what will be stored.
 #[tokio::test]
-async fn a_dry_run_of_a_fixable_pod_is_described_not_patched() {
+async fn a_dry_run_of_a_fixable_pod_gets_the_real_request_s_patch() {
     let server = TestServer::start().await;
     let mut client = server.client().connect().await.unwrap();
-    let mut review: serde_json::Value = serde_json::from_slice(&fixture("pod-create-by-job-controller.json")).unwrap();
+    let real = fixture("pod-create-by-job-controller.json");
+    let mut review: serde_json::Value = serde_json::from_slice(&real).unwrap();
     review["request"]["dryRun"] = true.into();
-    let request = serde_json::to_vec(&review).unwrap();
+    let dry = serde_json::to_vec(&review).unwrap();
 
-    let response = admission_response(&request, &client.review(request.clone()).await);
+    let real_response = admission_response(&real, &client.review(real.clone()).await);
+    let dry_response = admission_response(&dry, &client.review(dry.clone()).await);
 
-    assert!(response.get("patch").is_none(), "unexpected patch: {response}");
-    let warnings = response["warnings"].as_array().cloned().unwrap_or_default();
-    assert!(warnings.iter().any(|w| w.as_str().is_some_and(|w| w.contains("dry run"))), "{warnings:?}");
+    assert_eq!(dry_response["patch"], real_response["patch"]);
+    assert_eq!(dry_response["warnings"], real_response["warnings"]);
+    let pod = patched_object(&dry, &dry_response);
+    assert_eq!(names(pod_spec(&pod), "initContainers"), ["cloud-sql-proxy"]);
 }
 
 /// admission.k8s.io/v1 `AdmissionResponse.patch` is `[]byte`, which Kubernetes' JSON encodes as
@@ -159,12 +163,51 @@ async fn metrics_show_the_request() {
     assert!(reply.headers["content-type"].to_str().unwrap().starts_with("application/openmetrics-text"));
     let text = reply.text();
     assert!(
-        text.contains(r#"podmedic_admission_requests_total{kind="Pod",operation="CREATE",result="patched"} 1"#),
+        text.contains(
+            r#"podmedic_admission_requests_total{path="mutate",kind="Pod",operation="CREATE",result="patched"} 1"#
+        ),
         "{text}"
     );
     assert!(text.contains(r#"podmedic_changes_total{type="sidecar_moved"} 1"#), "{text}");
     assert!(text.contains("podmedic_admission_duration_seconds_count 1"), "{text}");
     assert!(text.contains(r#"podmedic_admission_duration_seconds_bucket{le="0.0001"}"#), "{text}");
+}
+
+/// One server answers every mode: a CronJob re-applied over what an earlier podmedic stored is
+/// converged at `/mutate` (template mode) and `/converge` (pods mode), each the way its mode
+/// stores it, and `/warn` only tells what its Pods will get; `/metrics` says which path answered.
+#[tokio::test]
+async fn one_server_answers_every_mode_on_its_own_path() {
+    let server = TestServer::start().await;
+    let mut client = server.client().connect().await.unwrap();
+    let request = fixture("gitops/cronjob-update-reapply-client-side.json");
+
+    let stored =
+        patched_object(&request, &admission_response(&request, &client.post("/mutate", request.clone()).await));
+    assert_eq!(names(pod_spec(&stored), "containers"), ["job"]);
+    assert_eq!(names(pod_spec(&stored), "initContainers"), ["cloud-sql-proxy"]);
+
+    let undone =
+        patched_object(&request, &admission_response(&request, &client.post("/converge", request.clone()).await));
+    assert_eq!(names(pod_spec(&undone), "containers"), ["job", "cloud-sql-proxy"]);
+    assert!(pod_spec(&undone).get("initContainers").is_none());
+
+    // The validating webhook sees the object after the mutating ones: here, after /converge.
+    let mut review: serde_json::Value = serde_json::from_slice(&request).unwrap();
+    review["request"]["object"] = undone;
+    let converged = serde_json::to_vec(&review).unwrap();
+    let warned = admission_response(&converged, &client.post("/warn", converged.clone()).await);
+    assert!(warned.get("patch").is_none(), "{warned}");
+    let first = warned["warnings"][0].as_str().unwrap_or_default();
+    assert!(first.starts_with("podmedic will fix this CronJob's Pods: cloud-sql-proxy"), "{warned}");
+
+    let text = server.get_plain("/metrics").await.text();
+    for (path, result) in [("mutate", "patched"), ("converge", "patched"), ("warn", "warned")] {
+        let series = format!(
+            r#"podmedic_admission_requests_total{{path="{path}",kind="CronJob",operation="UPDATE",result="{result}"}} 1"#
+        );
+        assert!(text.contains(&series), "{series} in:\n{text}");
+    }
 }
 
 /// Health and readiness on the plain-HTTP port.
@@ -203,7 +246,7 @@ async fn warn_tells_at_apply_time_that_the_statefulset_will_never_be_scheduled()
         cluster: Arc::new(RecordedNode(Arc::new(vec![Arc::new(facts)]))),
         ..podmedic_engine::admission::Environment::standalone(Arc::new(podmedic_engine::Policy::builtin()))
     };
-    let server = TestServer::start_in(environment).await;
+    let server = TestServer::start_in(environment, |_| {}).await;
     let mut client = server.client().connect().await.unwrap();
     let request = cluster_object("review-statefulset-create-catalog-db.json");
 
@@ -223,10 +266,10 @@ async fn warn_tells_at_apply_time_that_the_statefulset_will_never_be_scheduled()
     let mutate = admission_response(&request, &client.review(request.clone()).await);
     assert!(mutate.get("warnings").is_none() && mutate.get("patch").is_none(), "{mutate}");
     let metrics = server.get_plain("/metrics").await.text();
-    assert!(
-        metrics.contains(
-            r#"podmedic_admission_requests_total{kind="StatefulSet",operation="CREATE",result="unchanged"} 1"#
-        ),
-        "{metrics}"
-    );
+    for line in [
+        r#"podmedic_admission_requests_total{path="warn",kind="StatefulSet",operation="CREATE",result="warned"} 1"#,
+        r#"podmedic_admission_requests_total{path="mutate",kind="StatefulSet",operation="CREATE",result="ignored"} 1"#,
+    ] {
+        assert!(metrics.contains(line), "{metrics}");
+    }
 }

@@ -10,9 +10,11 @@
 mod support;
 
 mod admission;
+mod cluster;
 mod faults;
 mod hostile;
 mod http_errors;
+mod isolation;
 mod monitoring;
 mod shutdown;
 mod startup;

@@ -10,7 +10,8 @@ use hyper::body::{Bytes, Frame};
 
 #[tokio::test]
 async fn sigterm_lets_the_request_in_flight_finish_then_exits_0() {
-    let mut podmedic = ServeProcess::start(&["--shutdown-timeout", "15s"]);
+    // The body's second half arrives after the signal: the deadline must not run out first.
+    let mut podmedic = ServeProcess::start(&["--shutdown-timeout", "15s", "--admission-deadline", "10s"]);
     let ca_pem = podmedic.ca_pem().to_owned();
     assert_eq!(podmedic.readyz().await, Some(StatusCode::OK));
 

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::support::*;
-use podmedic::webhook::{CertificateSource, Server, ServerConfig};
+use podmedic::webhook::{CertificateSource, Server};
 use rustls::ProtocolVersion;
 use rustls::pki_types::CertificateDer;
 
@@ -182,6 +182,35 @@ async fn with_a_client_ca_only_clients_with_a_certificate_from_it_get_in() {
     assert!(metrics.contains(r#"podmedic_errors_total{reason="tls_handshake"}"#), "{metrics}");
 }
 
+/// The API server's client CA is rotated: after the next reload the new CA's clients get in and the
+/// old CA's do not, without a restart.
+#[tokio::test]
+async fn a_new_client_ca_is_used_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (old_ca, new_ca) = (TestCa::new("client CA 2025"), TestCa::new("client CA 2026"));
+    let ca_file = client_ca_file(&dir, &old_ca);
+    let server = TestServer::start_with(|c| c.client_ca = Some(ca_file.clone())).await;
+    let mut connection = server.client().identity(old_ca.client_pair("kube-apiserver")).connect().await.unwrap();
+    works(&mut connection).await;
+    assert!(refused(server.client().identity(new_ca.client_pair("kube-apiserver"))).await);
+
+    std::fs::write(&ca_file, &new_ca.cert_pem).unwrap();
+    let started = std::time::Instant::now();
+    loop {
+        let attempt = server.client().identity(new_ca.client_pair("kube-apiserver"));
+        if !refused(attempt).await {
+            break;
+        }
+        assert!(started.elapsed() < PATIENCE, "the new client CA was never used");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(refused(server.client().identity(old_ca.client_pair("kube-apiserver"))).await);
+    // The connection made before the rotation keeps working.
+    works(&mut connection).await;
+    let metrics = server.get_plain("/metrics").await.text();
+    assert!(metrics.contains(r#"podmedic_tls_reloads_total{result="success"} 1"#), "{metrics}");
+}
+
 #[tokio::test]
 async fn a_client_that_does_not_trust_the_certificate_cannot_connect() {
     let server = TestServer::start().await;
@@ -195,21 +224,7 @@ async fn a_client_that_does_not_trust_the_certificate_cannot_connect() {
 async fn without_certificates_an_ephemeral_ca_is_written_and_used() {
     let dir = tempfile::tempdir().unwrap();
     let ca_file = temp_path(&dir, "podmedic-ca.crt");
-    let config = ServerConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        metrics_listen: "127.0.0.1:0".parse().unwrap(),
-        certificates: CertificateSource::Ephemeral { ca_file: ca_file.clone() },
-        client_ca: None,
-        max_body_bytes: 1 << 20,
-        max_concurrency: 8,
-        header_read_timeout: Duration::from_secs(5),
-        idle_timeout: Duration::from_secs(120),
-        max_connections: 4096,
-        request_timeout: Duration::from_secs(5),
-        tls_handshake_timeout: Duration::from_secs(5),
-        shutdown_timeout: Duration::from_secs(5),
-        shutdown_delay: Duration::ZERO,
-    };
+    let config = server_config(CertificateSource::Ephemeral { ca_file: ca_file.clone() });
     let environment =
         podmedic_engine::admission::Environment::standalone(std::sync::Arc::new(podmedic_engine::Policy::builtin()));
     let readiness = podmedic::webhook::readiness::Readiness::new();

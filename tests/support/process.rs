@@ -7,10 +7,10 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
-use hyper::{Request, StatusCode};
+use hyper::StatusCode;
 use serde_json::Value;
 
-use super::{ClientBuilder, PATIENCE, Reply, SecretMount, TestCa, empty};
+use super::{ClientBuilder, PATIENCE, Reply, SecretMount, TestCa};
 
 /// `podmedic serve` on 127.0.0.1:0 with a certificate from its own CA, mounted the kubelet's way,
 /// and JSON logs collected from stderr.
@@ -53,6 +53,8 @@ impl ServeProcess {
             .args(["--log-format", "json", "--log-level", "info"])
             .args(["--tls-cert", files.cert.to_str().expect("path"), "--tls-key", files.key.to_str().expect("path")])
             .args(extra)
+            // Hermetic: no cluster, even when the tests run in a Pod (a test asks for one through `env`).
+            .env_remove("KUBERNETES_SERVICE_HOST")
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -141,12 +143,7 @@ impl ServeProcess {
 
     /// `GET path` on the health and metrics port, or `None` when it cannot be reached.
     pub async fn get_health(&self, path: &str) -> Option<Reply> {
-        let stream = tokio::net::TcpStream::connect(self.metrics_addr).await.ok()?;
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.ok()?;
-        tokio::spawn(conn);
-        let request = Request::get(path).header("host", "localhost").body(empty()).ok()?;
-        Some(Reply::from(sender.send_request(request).await.ok()?).await)
+        super::get_plain(self.metrics_addr, path).await
     }
 
     /// A `kB` field of /proc/<pid>/status: `VmRSS` (resident now) or `VmHWM` (peak).

@@ -42,43 +42,31 @@ impl TestServer {
         Self::start_serving(ca, pair, adjust).await
     }
 
-    /// A server with the test defaults and this environment (a cluster to check workloads against).
-    pub async fn start_in(environment: Environment) -> TestServer {
+    /// A server whose admission environment (policy, cluster capability, namespace settings) is
+    /// `environment`, configured by `adjust`.
+    pub async fn start_in(environment: Environment, adjust: impl FnOnce(&mut ServerConfig)) -> TestServer {
         let ca = TestCa::new("podmedic test CA");
         let pair = ca.server_pair("podmedic v1");
-        Self::start_serving_in(ca, pair, |_| {}, environment).await
+        Self::start_serving_in(ca, pair, environment, adjust).await
     }
 
     /// A server serving `pair` (issued by `ca`) from a kubelet-style mount.
     pub async fn start_serving(ca: TestCa, pair: Pair, adjust: impl FnOnce(&mut ServerConfig)) -> TestServer {
-        Self::start_serving_in(ca, pair, adjust, Environment::standalone(Arc::new(Policy::builtin()))).await
+        let environment = Environment::standalone(Arc::new(Policy::builtin()));
+        Self::start_serving_in(ca, pair, environment, adjust).await
     }
 
     async fn start_serving_in(
         ca: TestCa,
         pair: Pair,
-        adjust: impl FnOnce(&mut ServerConfig),
         environment: Environment,
+        adjust: impl FnOnce(&mut ServerConfig),
     ) -> TestServer {
         let mount = SecretMount::new(&pair);
-        let mut config = ServerConfig {
-            listen: "127.0.0.1:0".parse().expect("addr"),
-            metrics_listen: "127.0.0.1:0".parse().expect("addr"),
-            certificates: CertificateSource::Files {
-                files: mount.files(),
-                reload_interval: Duration::from_millis(100),
-            },
-            client_ca: None,
-            max_body_bytes: 7 << 20,
-            max_concurrency: 512,
-            header_read_timeout: Duration::from_secs(5),
-            idle_timeout: Duration::from_secs(120),
-            max_connections: 4096,
-            request_timeout: Duration::from_secs(10),
-            tls_handshake_timeout: Duration::from_secs(5),
-            shutdown_timeout: Duration::from_secs(25),
-            shutdown_delay: Duration::ZERO,
-        };
+        let mut config = server_config(CertificateSource::Files {
+            files: mount.files(),
+            reload_interval: Duration::from_millis(100),
+        });
         adjust(&mut config);
         let readiness = Readiness::new();
         let server = Server::bind(config, environment, readiness.clone(), Arc::new(Metrics::new()))
@@ -113,12 +101,40 @@ impl TestServer {
 
     /// `GET path` on the health and metrics port.
     pub async fn get_plain(&self, path: &str) -> Reply {
-        let stream = TcpStream::connect(self.metrics_addr).await.expect("connect to the metrics port");
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.expect("HTTP handshake");
-        tokio::spawn(conn);
-        let request = Request::get(path).header("host", "localhost").body(empty()).expect("request");
-        Reply::from(sender.send_request(request).await.expect("send")).await
+        get_plain(self.metrics_addr, path).await.expect("the health and metrics port answers")
+    }
+}
+
+/// `GET path` over plain HTTP/1.1 at `addr` (the health and metrics port); `None` when nothing
+/// answers.
+pub async fn get_plain(addr: SocketAddr, path: &str) -> Option<Reply> {
+    let stream = TcpStream::connect(addr).await.ok()?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.ok()?;
+    tokio::spawn(conn);
+    let request = Request::get(path).header("host", "localhost").body(empty()).ok()?;
+    Some(Reply::from(sender.send_request(request).await.ok()?).await)
+}
+
+/// The configuration of `podmedic serve`'s defaults, on 127.0.0.1:0, with these certificates.
+pub fn server_config(certificates: CertificateSource) -> ServerConfig {
+    ServerConfig {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        metrics_listen: "127.0.0.1:0".parse().expect("addr"),
+        certificates,
+        client_ca: None,
+        max_body_bytes: 7 << 20,
+        max_concurrency: 512,
+        header_read_timeout: Duration::from_secs(5),
+        idle_timeout: Duration::from_secs(120),
+        max_connections: 4096,
+        request_timeout: Duration::from_secs(10),
+        admission_deadline: podmedic::webhook::DEFAULT_ADMISSION_DEADLINE,
+        engine_threads: 4,
+        engine_inline_max_bytes: podmedic::webhook::DEFAULT_INLINE_MAX_BYTES,
+        memory_budget: Some(512 << 20),
+        tls_handshake_timeout: Duration::from_secs(5),
+        shutdown_timeout: Duration::from_secs(25),
+        shutdown_delay: Duration::ZERO,
     }
 }
 

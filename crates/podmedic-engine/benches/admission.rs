@@ -8,7 +8,10 @@
 //! - `seed-cronjob`: `tests/fixtures/manifests/seed-cronjob.yaml` in a CREATE review;
 //! - `mesh-pod-64k`: an istio-injected Job Pod with many containers and env vars, made in code;
 //! - `pod-1m`: the same shape grown to 1 MiB;
-//! - `pass-through`: the Deployment's Pod (`restartPolicy: Always`, nothing to do).
+//! - `pass-through`: the Deployment's Pod (`restartPolicy: Always`, nothing to do);
+//! - `cronjob-reapply`: a CronJob's client-side re-apply over what podmedic stored, as a v1.36 API
+//!   server sent it (`tests/fixtures/admission-reviews/gitops/`), converged on `/mutate` (template
+//!   mode) and on `/converge` (pods mode).
 //!
 //! Smoke run (CI): `cargo bench --bench admission -- --test` runs every benchmark once.
 
@@ -20,7 +23,7 @@ use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use podmedic_engine::Policy;
-use podmedic_engine::admission::{Environment, admit};
+use podmedic_engine::admission::{Endpoint, Environment, Outcome, admit, admit_at};
 use serde_json::Value;
 
 #[path = "admission/bodies.rs"]
@@ -44,6 +47,17 @@ fn admission(c: &mut Criterion) {
         group.bench_function("parse_floor", |b| b.iter(|| serde_json::from_slice::<Value>(black_box(&body)).unwrap()));
         group.finish();
     }
+
+    let fixture = "../../tests/fixtures/admission-reviews/gitops/cronjob-update-reapply-client-side.json";
+    let reapply = std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(fixture)).unwrap();
+    let mut group = c.benchmark_group("cronjob-reapply");
+    group.throughput(Throughput::Bytes(reapply.len() as u64));
+    for endpoint in [Endpoint::Mutate, Endpoint::Converge] {
+        assert_eq!(admit_at(endpoint, &reapply, &env).unwrap().outcome, Outcome::Patched, "{}", endpoint.path());
+        group.bench_function(endpoint.label(), |b| b.iter(|| admit_at(endpoint, black_box(&reapply), &env).unwrap()));
+    }
+    group.bench_function("parse_floor", |b| b.iter(|| serde_json::from_slice::<Value>(black_box(&reapply)).unwrap()));
+    group.finish();
 }
 
 criterion_group!(benches, admission);

@@ -1,7 +1,7 @@
 //! Every `podmedic.io/*` annotation and label podmedic reads or writes, and the per-namespace
 //! settings read from a namespace's annotations.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use crate::checks::{CheckSet, known_names};
 use crate::policy::ResourceDefaults;
@@ -28,8 +28,12 @@ pub const SIDECARS_ANNOTATION: &str = key!("sidecars");
 pub const NOT_SIDECARS_ANNOTATION: &str = key!("not-sidecars");
 /// Annotation that places moved sidecars before the regular init containers (`first`).
 pub const SIDECAR_POSITION_ANNOTATION: &str = key!("sidecar-position");
-/// Annotation on which podmedic records what it changed.
+/// Annotation on which podmedic records what it changed, for people (shortened when long).
 pub const CHANGES_ANNOTATION: &str = key!("changes");
+/// Annotation on which podmedic records, for itself, the containers it moved into
+/// `initContainers` and a fingerprint of each as the user wrote it (JSON, never shortened). An
+/// UPDATE that sends the container back (a GitOps re-apply) is converged with it: see `converge`.
+pub const MOVED_ANNOTATION: &str = key!("moved");
 /// Annotation (on a namespace or a pod template) with default requests for regular containers.
 pub const DEFAULT_REQUESTS_ANNOTATION: &str = key!("default-requests");
 /// Annotation (on a namespace) with default requests for sidecars.
@@ -42,6 +46,39 @@ pub const NAMESPACE_OPT_OUT_ANNOTATION: &str = key!("disabled");
 /// Annotation (on a namespace, an object or a pod template) that turns off checks that warn about
 /// Pods that will not start: `node-fit, probe-window`, or `all` (see [`crate::checks::CheckId`]).
 pub const DISABLED_CHECKS_ANNOTATION: &str = key!("disabled-checks");
+
+/// Most names podmedic reads from a list annotation such as [`SIDECARS_ANNOTATION`]; further names
+/// are ignored, with a warning. Real Pods have a handful of containers; the API server validates
+/// annotation sizes only after mutating admission, so an annotation can reach podmedic at 3 MiB.
+pub const MAX_LISTED_NAMES: usize = 64;
+
+/// The names of a comma-separated list annotation, as [`name_list`] reads them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NameList<'a> {
+    /// Trimmed, non-empty, each name once, in the order written; at most [`MAX_LISTED_NAMES`].
+    pub names: Vec<&'a str>,
+    /// Entries after the first [`MAX_LISTED_NAMES`] names, which were not read.
+    pub ignored: usize,
+}
+
+/// Reads a comma-separated list of names (`podmedic.io/sidecars: "proxy, shipper"`), in one pass.
+pub fn name_list(value: &str) -> NameList<'_> {
+    let mut list = NameList::default();
+    let mut seen = HashSet::new();
+    for name in value.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        crate::work::step(1);
+        if seen.contains(name) {
+            continue;
+        }
+        if list.names.len() < MAX_LISTED_NAMES {
+            seen.insert(name);
+            list.names.push(name);
+        } else {
+            list.ignored += 1;
+        }
+    }
+    list
+}
 
 /// True for a podmedic annotation or label key.
 pub fn is_podmedic_key(key: &str) -> bool {
@@ -145,7 +182,14 @@ pub fn namespace_settings(annotations: &BTreeMap<String, String>) -> (NamespaceS
 /// Annotations that belong on workloads, which a namespace may carry without it being a mistake
 /// (for example copied by a tool that annotates everything).
 fn is_object_annotation(key: &str) -> bool {
-    matches!(key, SIDECARS_ANNOTATION | NOT_SIDECARS_ANNOTATION | SIDECAR_POSITION_ANNOTATION | CHANGES_ANNOTATION)
+    matches!(
+        key,
+        SIDECARS_ANNOTATION
+            | NOT_SIDECARS_ANNOTATION
+            | SIDECAR_POSITION_ANNOTATION
+            | CHANGES_ANNOTATION
+            | MOVED_ANNOTATION
+    )
 }
 
 /// `none`, `readiness`, `readiness,liveness` (any order) into (readiness, liveness).
@@ -172,13 +216,29 @@ mod tests {
     use super::*;
     use crate::checks::CheckId;
 
+    #[test]
+    fn name_lists_are_trimmed_deduplicated_and_capped() {
+        assert_eq!(name_list(" proxy, ,shipper,proxy ,").names, ["proxy", "shipper"]);
+        assert_eq!(name_list("").names, Vec::<&str>::new());
+        let long: Vec<String> = (0..100).map(|i| format!("c{i}")).collect();
+        let joined = long.join(",");
+        let list = name_list(&joined);
+        assert_eq!(list.names.len(), MAX_LISTED_NAMES);
+        assert_eq!(list.names[MAX_LISTED_NAMES - 1], format!("c{}", MAX_LISTED_NAMES - 1));
+        assert_eq!(list.ignored, 100 - MAX_LISTED_NAMES);
+        // Repeats of a name that was read are not "ignored".
+        let repeats = format!("{},c0,c1", long.join(","));
+        assert_eq!(name_list(&repeats).ignored, 100 - MAX_LISTED_NAMES);
+    }
+
     fn annotations(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     #[test]
     fn every_key_has_the_prefix() {
-        for key in [ENABLED_LABEL, SKIP_ANNOTATION, CHANGES_ANNOTATION, NAMESPACE_OPT_OUT_ANNOTATION] {
+        for key in [ENABLED_LABEL, SKIP_ANNOTATION, CHANGES_ANNOTATION, MOVED_ANNOTATION, NAMESPACE_OPT_OUT_ANNOTATION]
+        {
             assert!(is_podmedic_key(key) && key.len() > PREFIX.len(), "{key}");
         }
         assert_eq!(PREFIX, "podmedic.io/");

@@ -17,6 +17,10 @@
 //! - [`annotations`]: every `podmedic.io/*` key, and the namespace settings read from them.
 //! - [`diagnose`]: checks that warn about Pods that will not start (nodes, references, probes),
 //!   named in [`checks`], against what [`cluster`] describes of the cluster.
+//! - [`converge`]: UPDATEs of Jobs and CronJobs whose template podmedic changed before (GitOps
+//!   re-applies), by what [`record`] says podmedic moved.
+//! - [`record`]: podmedic's records on the objects it changes: `podmedic.io/changes` for people,
+//!   `podmedic.io/moved` for podmedic.
 //!
 //! The engine reads a borrowed, partial view of the object (see [`object`]) and emits
 //! `move`/`add` operations against the object exactly as it was received, so fields that our
@@ -26,6 +30,7 @@ pub mod admission;
 pub mod annotations;
 pub mod checks;
 pub mod cluster;
+pub mod converge;
 pub mod diagnose;
 pub mod kubernetes;
 mod meshes;
@@ -37,11 +42,12 @@ pub mod policy;
 mod ports;
 mod probes;
 mod proxies;
-mod record;
+pub mod record;
 mod resources;
 mod sidecars;
 mod target;
 mod warnings;
+pub mod work;
 
 pub use annotations::NamespaceSettings;
 pub use kubernetes::{ImageRef, KubeVersion, NativeSidecars, Quantity};
@@ -50,7 +56,7 @@ pub use patch::{Location, PatchBuilder, escape_pointer_token};
 pub use policy::Policy;
 pub use probes::{STARTUP_FAILURE_THRESHOLD, STARTUP_PERIOD_SECONDS};
 pub use record::MAX_CHANGES_LEN;
-pub use warnings::{MAX_WARNING_LEN, shorten as shorten_warning, shorten_to};
+pub use warnings::{MAX_WARNING_LEN, MAX_WARNINGS, shorten as shorten_warning, shorten_to};
 
 /// Computes the mutation for an object given as raw JSON text.
 pub fn mutate_json(raw: &str, ctx: &Context<'_>) -> Result<Mutation, MutateError> {

@@ -45,6 +45,14 @@ pub enum ChangeKind {
     RequestsAdded,
     /// A database proxy was told to exit 0 instead of 143 when the kubelet stops it.
     ExitZeroOnSigterm,
+    /// An update re-applied a sidecar podmedic had moved, unchanged: the stored native sidecar
+    /// stays and the re-applied copy leaves `containers` (see `converge`).
+    SidecarKept,
+    /// An update re-applied a sidecar an earlier podmedic had moved into a template: it stays in
+    /// `containers` as applied, and podmedic's native sidecar leaves (pods mode).
+    SidecarRestored,
+    /// An update no longer applies a sidecar podmedic had moved: its native sidecar leaves too.
+    SidecarRemoved,
 }
 
 impl ChangeKind {
@@ -56,6 +64,9 @@ impl ChangeKind {
             ChangeKind::HealthCheckEnabled => "health_check_enabled",
             ChangeKind::RequestsAdded => "requests_added",
             ChangeKind::ExitZeroOnSigterm => "exit_zero_on_sigterm",
+            ChangeKind::SidecarKept => "sidecar_kept",
+            ChangeKind::SidecarRestored => "sidecar_restored",
+            ChangeKind::SidecarRemoved => "sidecar_removed",
         }
     }
 }

@@ -31,6 +31,11 @@ impl Location {
         self.child(i.to_string())
     }
 
+    /// The unescaped tokens.
+    pub fn tokens(&self) -> &[String] {
+        &self.0
+    }
+
     fn pointer(&self) -> PointerBuf {
         PointerBuf::from_tokens(self.0.iter().map(String::as_str))
     }

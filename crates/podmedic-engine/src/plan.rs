@@ -1,5 +1,5 @@
 //! The plan: every concern run in order on the pod spec of an object (located by
-//! [`crate::target`]), and the changes recorded in `podmedic.io/changes`.
+//! [`crate::target`]), and what it did recorded in `podmedic.io/changes` and `podmedic.io/moved`.
 
 use serde_json::Value;
 
@@ -8,6 +8,7 @@ use crate::mutation::{Change, Context, Mutation};
 use crate::object::{Metadata, Object};
 use crate::patch::{Location, PatchBuilder};
 use crate::target::{Holder, PodTarget};
+use crate::warnings::Warnings;
 use crate::{diagnose, probes, record, resources, sidecars, warnings};
 
 /// Runs all concerns on the object.
@@ -29,12 +30,14 @@ pub(crate) fn plan(object: &Object<'_>, ctx: &Context<'_>) -> Mutation {
     }
 
     let mut patch = PatchBuilder::new();
+    let mut warnings = Warnings::default();
+    let profiles = sidecars::Profiles::look_up(&target, ctx.policy);
     let selection = if target.run_to_completion {
-        sidecars::select(&target, ctx, &mut out.warnings, &mut out.notes)
+        sidecars::select(&target, ctx, &profiles, &mut warnings, &mut out.notes)
     } else {
         sidecars::Selection::default()
     };
-    let slots = sidecars::apply_moves(&target, &selection, ctx.policy, &mut patch, &mut out.changes);
+    let slots = sidecars::apply_moves(&target, &selection, &profiles, ctx.policy, &mut patch, &mut out.changes);
     let mut probe_notes = Vec::new();
     if !selection.moved.is_empty() {
         probes::add_startup_probes(
@@ -44,7 +47,7 @@ pub(crate) fn plan(object: &Object<'_>, ctx: &Context<'_>) -> Mutation {
             &mut patch,
             &mut out.changes,
             &mut probe_notes,
-            &mut out.warnings,
+            &mut warnings,
         );
     }
     let settings = resources::Settings::effective(ctx);
@@ -52,17 +55,17 @@ pub(crate) fn plan(object: &Object<'_>, ctx: &Context<'_>) -> Mutation {
     if !target.run_to_completion {
         probes::add_long_running_probes(&target, &slots, ctx, &mut patch, &mut out.changes);
     }
-    warnings::collect(&target, &slots, &selection, &settings, ctx, &mut out.warnings);
+    warnings::collect(&target, &slots, &selection, &settings, ctx, &mut warnings);
     if diagnose::runs_at_admission(&target) {
-        out.warnings.extend(diagnose::diagnose(&target, &slots, ctx).into_warnings());
+        for finding in diagnose::diagnose(&target, &slots, ctx).into_warnings() {
+            warnings.push(finding);
+        }
     }
     out.notes.extend(probe_notes.iter().cloned());
 
-    if !out.changes.is_empty() {
-        record_changes(&target, &out.changes, &probe_notes, &mut patch);
-    }
+    write_records(object, &target, &selection, &out.changes, &probe_notes, &mut patch);
     out.patch = patch.build();
-    out.warnings = warnings::finish(std::mem::take(&mut out.warnings));
+    out.warnings = warnings.finish();
     out
 }
 
@@ -71,13 +74,30 @@ fn is_skipped(target: &PodTarget<'_>) -> bool {
     yes(target.object_meta) || yes(target.pod_meta)
 }
 
+/// The one place the plan writes annotations: podmedic's two records (see [`crate::record`]).
+/// `podmedic.io/changes` first, since it creates the annotations map where there is none: a move
+/// is always a change, so `podmedic.io/moved` (on the pod template only) finds the map in place.
+fn write_records(
+    object: &Object<'_>,
+    target: &PodTarget<'_>,
+    selection: &sidecars::Selection<'_>,
+    changes: &[Change],
+    notes: &[String],
+    patch: &mut PatchBuilder,
+) {
+    if !changes.is_empty() {
+        record_changes(target, changes, notes, patch);
+    }
+    record::moved::record_moves(object, target, selection, patch);
+}
+
 /// Records the changes in `podmedic.io/changes` on the object and on its pod template, rewriting
-/// what an earlier run recorded there (see [`crate::record`]).
+/// what an earlier run recorded there (see [`crate::record::changes`]).
 fn record_changes(target: &PodTarget<'_>, changes: &[Change], notes: &[String], patch: &mut PatchBuilder) {
     let mut summary: Vec<String> = changes.iter().map(ToString::to_string).collect();
     summary.extend(notes.iter().cloned());
     let mut annotate = |meta: Option<&Metadata<'_>>, meta_loc: &Location| {
-        let text = record::rewrite(meta.and_then(|m| m.annotation(CHANGES_ANNOTATION)), &summary);
+        let text = record::changes::rewrite(meta.and_then(|m| m.annotation(CHANGES_ANNOTATION)), &summary);
         match meta {
             None => patch.add(meta_loc, serde_json::json!({ "annotations": { CHANGES_ANNOTATION: text } })),
             Some(m) => patch.set_map_entry(

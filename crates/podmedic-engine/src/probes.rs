@@ -14,6 +14,7 @@ use crate::policy::{Policy, ProbeProfile};
 use crate::ports::PodPorts;
 use crate::proxies::{ProxyKind, Setting, apply_settings, enable_health_check, exit_zero_on_sigterm};
 use crate::target::{PodTarget, Section, Slot};
+use crate::warnings::Warnings;
 
 /// Startup probe period.
 pub const STARTUP_PERIOD_SECONDS: u32 = 1;
@@ -30,7 +31,7 @@ pub(crate) fn add_startup_probes(
     patch: &mut PatchBuilder,
     changes: &mut Vec<Change>,
     notes: &mut Vec<String>,
-    warnings: &mut Vec<String>,
+    warnings: &mut Warnings,
 ) {
     let moved = || slots.iter().filter(|s| s.moved).map(|s| s.container.name.as_str()).collect::<Vec<_>>().join(", ");
     // A sidecar that starts before a mesh proxy sees its traffic redirected to a proxy that is not

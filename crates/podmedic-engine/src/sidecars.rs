@@ -4,17 +4,20 @@
 //! containers; then the sidecars are what the catalogue recognises plus what `podmedic.io/sidecars`
 //! names, less what `podmedic.io/not-sidecars` names and the policy's `neverMove` containers.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 
 use serde_json::Value;
 
-use crate::annotations::{NOT_SIDECARS_ANNOTATION, SIDECAR_POSITION_ANNOTATION, SIDECARS_ANNOTATION, is_true};
+use crate::annotations::{
+    MAX_LISTED_NAMES, NOT_SIDECARS_ANNOTATION, SIDECAR_POSITION_ANNOTATION, SIDECARS_ANNOTATION, is_true, name_list,
+};
 use crate::kubernetes::ImageRef;
 use crate::mutation::{Change, ChangeKind, Context};
 use crate::object::Container;
 use crate::patch::PatchBuilder;
 use crate::policy::{Policy, SidecarProfile};
 use crate::target::{PodTarget, Section, Slot};
+use crate::warnings::Warnings;
 
 /// The sidecars chosen to move, in the order they will stand in `initContainers`.
 #[derive(Debug, Default)]
@@ -62,9 +65,56 @@ pub(crate) fn profile_for<'p>(policy: &'p Policy, container: &Container<'_>) -> 
     (!one_shot).then_some(profile)
 }
 
-/// The names listed in a comma-separated annotation, trimmed, without empty entries.
-fn listed_names(value: Option<&str>) -> BTreeSet<&str> {
-    value.into_iter().flat_map(|v| v.split(',')).map(str::trim).filter(|n| !n.is_empty()).collect()
+/// Most sidecars podmedic moves in one Pod. Real Pods have a few; a Pod with more candidates is
+/// left as it is (with a warning), so that the patch stays small whatever the Pod.
+pub(crate) const MAX_MOVED_SIDECARS: usize = 64;
+
+/// The catalogue entry of every container of the Pod, looked up once per container: selection,
+/// the moves and the mesh checks all read it from here.
+pub(crate) struct Profiles<'p> {
+    regular: Vec<Option<&'p SidecarProfile>>,
+    init: Vec<Option<&'p SidecarProfile>>,
+}
+
+impl<'p> Profiles<'p> {
+    /// Looks up the catalogue entry of each regular and init container.
+    pub fn look_up(target: &PodTarget<'_>, policy: &'p Policy) -> Profiles<'p> {
+        let look_up = |containers: &[Container<'_>]| {
+            containers
+                .iter()
+                .map(|c| {
+                    crate::work::step(1);
+                    profile_for(policy, c)
+                })
+                .collect()
+        };
+        Profiles { regular: look_up(target.containers()), init: look_up(target.init_containers()) }
+    }
+
+    /// The entry of regular container `i`.
+    pub fn regular(&self, i: usize) -> Option<&'p SidecarProfile> {
+        self.regular.get(i).copied().flatten()
+    }
+
+    /// The entry of init container `i`.
+    pub fn init(&self, i: usize) -> Option<&'p SidecarProfile> {
+        self.init.get(i).copied().flatten()
+    }
+}
+
+/// The names listed in the comma-separated annotation `key` (at most [`MAX_LISTED_NAMES`], see
+/// [`name_list`]; a warning says how many more were ignored), sorted so that warnings come in a
+/// stable order.
+fn listed_names<'a>(value: Option<&'a str>, key: &str, warnings: &mut Warnings) -> BTreeSet<&'a str> {
+    let Some(value) = value else { return BTreeSet::new() };
+    let list = name_list(value);
+    if list.ignored > 0 {
+        warnings.push(format!(
+            "{key} names more than {MAX_LISTED_NAMES} containers; {} further names were ignored",
+            list.ignored
+        ));
+    }
+    list.names.into_iter().collect()
 }
 
 /// Chooses the sidecars of a run-to-completion pod: what the catalogue recognises plus what
@@ -73,33 +123,36 @@ fn listed_names(value: Option<&str>) -> BTreeSet<&str> {
 pub(crate) fn select<'v>(
     target: &PodTarget<'v>,
     ctx: &Context<'v>,
-    warnings: &mut Vec<String>,
+    profiles: &Profiles<'v>,
+    warnings: &mut Warnings,
     notes: &mut Vec<String>,
 ) -> Selection<'v> {
     let containers = target.containers();
     let policy = ctx.policy;
-    let named_sidecars = listed_names(target.annotation(SIDECARS_ANNOTATION));
-    let named_regular = listed_names(target.annotation(NOT_SIDECARS_ANNOTATION));
-    let is_container = |name: &str| containers.iter().any(|c| c.name.as_str() == name);
+    let named_sidecars = listed_names(target.annotation(SIDECARS_ANNOTATION), SIDECARS_ANNOTATION, warnings);
+    let named_regular = listed_names(target.annotation(NOT_SIDECARS_ANNOTATION), NOT_SIDECARS_ANNOTATION, warnings);
+    let regular_names: HashSet<&str> = containers.iter().map(|c| c.name.as_str()).collect();
+    let all_init_names: HashSet<&str> = target.init_containers().iter().map(|c| c.name.as_str()).collect();
+    let native: HashSet<&str> =
+        target.init_containers().iter().filter(|c| c.is_restartable()).map(|c| c.name.as_str()).collect();
     for name in &named_sidecars {
         // A sidecar podmedic moved earlier is a native sidecar now: no warning when it runs again.
-        if !is_container(name)
-            && !target.init_containers().iter().any(|c| c.name.as_str() == *name && c.is_restartable())
-        {
+        if !regular_names.contains(name) && !native.contains(name) {
             warnings.push(format!("{SIDECARS_ANNOTATION} names \"{name}\", which is not a container of this Pod"));
         }
     }
     for name in &named_regular {
-        if !is_container(name) && !target.init_containers().iter().any(|c| c.name.as_str() == *name) {
+        if !regular_names.contains(name) && !all_init_names.contains(name) {
             warnings.push(format!("{NOT_SIDECARS_ANNOTATION} names \"{name}\", which is not a container of this Pod"));
         }
     }
 
     let mut candidates: Vec<(usize, Option<&'v SidecarProfile>)> = Vec::new();
     for (i, c) in containers.iter().enumerate() {
+        crate::work::step(1);
         let name = c.name.as_str();
         let named = named_sidecars.contains(name);
-        let profile = profile_for(policy, c);
+        let profile = profiles.regular(i);
         if !named && profile.is_none() {
             continue;
         }
@@ -121,8 +174,13 @@ pub(crate) fn select<'v>(
         }
         candidates.push((i, profile));
     }
+    if candidates.is_empty() {
+        return Selection::default();
+    }
 
+    let init_names: HashSet<&str> = target.init_containers().iter().map(|c| c.name.as_str()).collect();
     candidates.retain(|(i, _)| {
+        crate::work::step(1);
         let c = &containers[*i];
         if c.restart_policy.is_some() || c.restart_policy_rules {
             warnings.push(format!(
@@ -130,7 +188,7 @@ pub(crate) fn select<'v>(
                 c.name
             ));
             false
-        } else if target.init_containers().iter().any(|init| init.name == c.name) {
+        } else if init_names.contains(c.name.as_str()) {
             warnings.push(format!(
                 "container {}: an init container has the same name; podmedic leaves it in place",
                 c.name
@@ -141,6 +199,13 @@ pub(crate) fn select<'v>(
         }
     });
     if candidates.is_empty() {
+        return Selection::default();
+    }
+    if candidates.len() > MAX_MOVED_SIDECARS {
+        warnings.push(format!(
+            "{} containers look like sidecars, more than the {MAX_MOVED_SIDECARS} podmedic moves in one Pod; nothing moved",
+            candidates.len()
+        ));
         return Selection::default();
     }
     let names = || candidates.iter().map(|(i, _)| containers[*i].name.as_str()).collect::<Vec<_>>().join(", ");
@@ -180,15 +245,15 @@ pub(crate) fn select<'v>(
 pub(crate) fn apply_moves<'v>(
     target: &PodTarget<'v>,
     selection: &Selection<'v>,
-    policy: &'v Policy,
+    profiles: &Profiles<'v>,
+    policy: &Policy,
     patch: &mut PatchBuilder,
     changes: &mut Vec<Change>,
 ) -> Vec<Slot<'v>> {
     let containers = target.containers();
     let inits = target.init_containers();
-    let init_profiles: Vec<Option<&'v SidecarProfile>> = inits.iter().map(|c| profile_for(policy, c)).collect();
     let is_mesh_init = |c: &Container<'_>| policy.mesh_init_containers.iter().any(|n| n == c.name.as_str());
-    let is_native_mesh_proxy = |j: usize| inits[j].is_restartable() && init_profiles[j].is_some_and(|p| p.mesh);
+    let is_native_mesh_proxy = |j: usize| inits[j].is_restartable() && profiles.init(j).is_some_and(|p| p.mesh);
 
     // Where the moved sidecars go, as positions among the existing init containers.
     let mesh_at = (0..inits.len()).take_while(|&j| is_mesh_init(&inits[j]) || is_native_mesh_proxy(j)).count();
@@ -209,12 +274,13 @@ pub(crate) fn apply_moves<'v>(
     let mesh_block = selection.moved.iter().filter(|(_, p)| is_mesh(p));
     let other_block = selection.moved.iter().filter(|(_, p)| !is_mesh(p));
 
-    // Final order of initContainers: (container, moved, catalogue entry, index in `containers`).
+    // Final order of initContainers: (container, index in `containers` if moved, catalogue entry).
     type Entry<'v> = (&'v Container<'v>, Option<usize>, Option<&'v SidecarProfile>);
     let mut final_inits: Vec<Entry<'v>> = Vec::with_capacity(inits.len() + selection.moved.len());
     let moved_entry = |(i, profile): &(usize, Option<&'v SidecarProfile>)| (&containers[*i], Some(*i), *profile);
-    let existing = inits.iter().zip(&init_profiles).map(|(c, profile)| Some((c, None, *profile)));
+    let existing = inits.iter().enumerate().map(|(j, c)| Some((c, None, profiles.init(j))));
     for (j, entry) in existing.chain([None]).enumerate() {
+        crate::work::step(1);
         if j == mesh_at {
             final_inits.extend(mesh_block.clone().map(moved_entry));
         }
@@ -223,8 +289,8 @@ pub(crate) fn apply_moves<'v>(
         }
         final_inits.extend(entry);
     }
+    let mut moved = vec![false; containers.len()];
 
-    let mut remaining: Vec<usize> = (0..containers.len()).collect();
     if !selection.moved.is_empty() {
         let init_loc = target.spec_loc.child("initContainers");
         if target.spec.init_containers.is_none() {
@@ -235,9 +301,12 @@ pub(crate) fn apply_moves<'v>(
         // container before it is already in place.
         let moves: Vec<(usize, usize)> =
             final_inits.iter().enumerate().filter_map(|(at, (_, from, _))| Some((at, (*from)?))).collect();
+        let mut gone = MovedSoFar::new(containers.len());
         for &(at, i) in &moves {
-            let from = remaining.iter().position(|r| *r == i).unwrap_or(i);
-            remaining.remove(from);
+            // Where container `i` stands once the ones moved before it have left `containers`.
+            let from = i - gone.before(i);
+            gone.insert(i);
+            moved[i] = true;
             patch.move_value(&containers_loc.index(from), &init_loc.index(at));
         }
         for &(at, _) in &moves {
@@ -255,19 +324,64 @@ pub(crate) fn apply_moves<'v>(
     let mut slots: Vec<Slot<'v>> = final_inits
         .into_iter()
         .enumerate()
-        .map(|(index, (container, from, profile))| Slot {
-            container,
-            section: Section::Init,
-            index,
-            moved: from.is_some(),
-            profile,
-            mesh: profile.is_some_and(|p| p.mesh),
+        .map(|(index, (container, from, profile))| {
+            crate::work::step(1);
+            let mesh = profile.is_some_and(|p| p.mesh);
+            Slot { container, section: Section::Init, index, moved: from.is_some(), profile, mesh }
         })
         .collect();
-    slots.extend(remaining.into_iter().enumerate().map(|(index, i)| {
-        let profile = profile_for(policy, &containers[i]);
+    let remaining = (0..containers.len()).filter(|i| !moved[*i]);
+    slots.extend(remaining.enumerate().map(|(index, i)| {
+        crate::work::step(1);
+        let profile = profiles.regular(i);
         let mesh = profile.is_some_and(|p| p.mesh);
         Slot { container: &containers[i], section: Section::Regular, index, moved: false, profile, mesh }
     }));
     slots
+}
+
+/// The indices of `containers` moved so far, to tell where a container stands after the moves
+/// before it (a Fenwick tree: both operations take log n steps, so n moves stay n log n).
+struct MovedSoFar(Vec<usize>);
+
+impl MovedSoFar {
+    fn new(len: usize) -> Self {
+        MovedSoFar(vec![0; len + 1])
+    }
+
+    /// Records that index `i` moved.
+    fn insert(&mut self, i: usize) {
+        let mut at = i + 1;
+        while at < self.0.len() {
+            crate::work::step(1);
+            self.0[at] += 1;
+            at += at & at.wrapping_neg();
+        }
+    }
+
+    /// How many indices below `i` moved.
+    fn before(&self, i: usize) -> usize {
+        let (mut at, mut count) = (i, 0);
+        while at > 0 {
+            crate::work::step(1);
+            count += self.0[at];
+            at &= at - 1;
+        }
+        count
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MovedSoFar;
+
+    #[test]
+    fn moved_so_far_counts_the_indices_below() {
+        let mut gone = MovedSoFar::new(10);
+        for i in [7, 2, 9, 0] {
+            gone.insert(i);
+        }
+        let counts: Vec<usize> = (0..10).map(|i| gone.before(i)).collect();
+        assert_eq!(counts, [0, 1, 1, 2, 2, 2, 2, 2, 3, 3]);
+    }
 }

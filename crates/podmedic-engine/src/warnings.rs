@@ -1,4 +1,8 @@
-//! Short, actionable warnings about what podmedic saw but cannot safely fix.
+//! Short, actionable warnings about what podmedic saw but cannot safely fix, and the collection that
+//! keeps them few: deduplicated, shortened and capped ([`Warnings`]).
+
+use std::collections::HashSet;
+use std::hash::{BuildHasher, RandomState};
 
 use crate::kubernetes::{ImageRef, NativeSidecars};
 use crate::mutation::Context;
@@ -10,6 +14,63 @@ use crate::target::{PodTarget, Section, Slot};
 /// Longest warning podmedic emits; Kubernetes asks admission warnings to stay under 120 characters.
 pub const MAX_WARNING_LEN: usize = 119;
 
+/// Most warnings podmedic returns for one object; the others are counted in one last warning
+/// (`... and N more warnings`). The API server keeps only a few KiB of a webhook's warnings, and a
+/// user reads the first few.
+pub const MAX_WARNINGS: usize = 10;
+
+/// The warnings of one object, as they are found: each shortened to [`MAX_WARNING_LEN`], each kept
+/// once, the first [`MAX_WARNINGS`] in the order found and the others only counted.
+///
+/// A hostile object can make a warning per container or per annotation entry (tens of thousands):
+/// a push costs one hash of at most 119 bytes, whatever came before, and nothing past the cap is
+/// kept but its hash.
+#[derive(Debug, Default)]
+pub(crate) struct Warnings {
+    kept: Vec<String>,
+    /// Hashes of every distinct warning seen (a collision could only merge two of the uncounted).
+    seen: HashSet<u64>,
+    hasher: RandomState,
+    more: usize,
+}
+
+impl Warnings {
+    /// Adds a warning, unless the same text was added before.
+    pub fn push(&mut self, warning: String) {
+        crate::work::step(1);
+        let warning = shorten(warning);
+        if !self.seen.insert(self.hasher.hash_one(&warning)) {
+            return;
+        }
+        if self.kept.len() < MAX_WARNINGS {
+            self.kept.push(warning);
+        } else {
+            self.more += 1;
+        }
+    }
+
+    /// The warnings to return: the kept ones, then `... and N more warnings` when some were left out.
+    pub fn finish(self) -> Vec<String> {
+        let mut out = self.kept;
+        if self.more > 0 {
+            let noun = if self.more == 1 { "warning" } else { "warnings" };
+            out.push(format!("... and {} more {noun} (podmedic shows the first {MAX_WARNINGS})", self.more));
+        }
+        out
+    }
+}
+
+impl FromIterator<String> for Warnings {
+    /// The warnings of `iter`, kept as [`Warnings::push`] keeps them.
+    fn from_iter<I: IntoIterator<Item = String>>(iter: I) -> Self {
+        let mut warnings = Warnings::default();
+        for warning in iter {
+            warnings.push(warning);
+        }
+        warnings
+    }
+}
+
 /// Collects the warnings for one pod.
 pub(crate) fn collect(
     target: &PodTarget<'_>,
@@ -17,7 +78,7 @@ pub(crate) fn collect(
     selection: &Selection<'_>,
     settings: &Settings<'_>,
     ctx: &Context<'_>,
-    warnings: &mut Vec<String>,
+    warnings: &mut Warnings,
 ) {
     let switches = ctx.policy.warnings;
     if switches.backgrounded_entrypoint {
@@ -92,17 +153,6 @@ pub(crate) fn collect(
     }
 }
 
-/// Deduplicates and shortens warnings to what Kubernetes displays.
-pub(crate) fn finish(warnings: Vec<String>) -> Vec<String> {
-    let mut out: Vec<String> = Vec::with_capacity(warnings.len());
-    for w in warnings.into_iter().map(shorten) {
-        if !out.contains(&w) {
-            out.push(w);
-        }
-    }
-    out
-}
-
 /// Keeps a warning under 120 characters, cutting on a character boundary.
 pub fn shorten(warning: String) -> String {
     shorten_to(warning, MAX_WARNING_LEN)
@@ -174,6 +224,35 @@ mod tests {
         assert_eq!(last_statement("start-daemon & ; node server.js"), Some("node server.js"));
         assert_eq!(last_statement("a && b &  # background"), Some("a && b &"));
         assert_eq!(last_statement("   \n  "), None);
+    }
+
+    #[test]
+    fn warnings_are_kept_once_in_order_and_capped() {
+        let mut warnings = Warnings::default();
+        for i in 0..3 {
+            warnings.push(format!("first {i}"));
+            warnings.push(format!("first {i}"));
+        }
+        assert_eq!(warnings.finish(), ["first 0", "first 1", "first 2"]);
+
+        let mut warnings = Warnings::default();
+        for i in 0..40_000 {
+            warnings.push(format!("podmedic.io/sidecars names \"c{}\", which is not a container", i % 25));
+        }
+        let out = warnings.finish();
+        assert_eq!(out.len(), MAX_WARNINGS + 1);
+        assert!(out[0].contains("\"c0\"") && out[MAX_WARNINGS - 1].contains("\"c9\""), "{out:?}");
+        assert_eq!(out[MAX_WARNINGS], "... and 15 more warnings (podmedic shows the first 10)");
+        assert!(out.iter().all(|w| w.len() <= MAX_WARNING_LEN));
+    }
+
+    #[test]
+    fn long_warnings_that_differ_only_past_the_cut_are_one_warning() {
+        let mut warnings = Warnings::default();
+        let long = "x".repeat(200);
+        warnings.push(format!("{long} a"));
+        warnings.push(format!("{long} b"));
+        assert_eq!(warnings.finish().len(), 1);
     }
 
     #[test]

@@ -37,7 +37,6 @@ pub use table::render_table;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context as _;
 use k8s_openapi::jiff::Timestamp;
 
 use podmedic_engine::Policy;
@@ -77,9 +76,15 @@ pub struct AuditConfig {
 /// Runs `podmedic audit` against the configured cluster and prints the report.
 pub async fn run(config: &AuditConfig) -> anyhow::Result<ExitCode> {
     let policy = Policy::load_or_builtin(config.policy.as_deref())?;
-    let client = cluster::connect(config.kubeconfig.as_deref())
-        .await?
-        .context("no Kubernetes cluster configured: set KUBECONFIG or pass --kubeconfig")?;
+    let client = match cluster::connect(config.kubeconfig.as_deref()).await? {
+        cluster::Connection::Client(client) => client,
+        cluster::Connection::NoCluster => {
+            anyhow::bail!("no Kubernetes cluster configured: set KUBECONFIG or pass --kubeconfig")
+        }
+        cluster::Connection::InClusterWithoutConfig(error) => {
+            anyhow::bail!("running in a Pod without a usable Kubernetes configuration: {error}")
+        }
+    };
     let namespace = match (config.all_namespaces, &config.namespace) {
         (true, _) => None,
         (false, Some(ns)) => Some(ns.clone()),

@@ -9,6 +9,7 @@
 mod positions;
 mod report;
 
+use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -185,7 +186,7 @@ fn expand_directories(inputs: &[PathBuf]) -> Result<Vec<PathBuf>, FixError> {
     for input in inputs {
         if input.is_dir() {
             let mut found = Vec::new();
-            collect_manifests(input, &mut found)?;
+            collect_manifests(input, &mut HashSet::new(), &mut found)?;
             found.sort();
             out.extend(found);
         } else {
@@ -195,12 +196,18 @@ fn expand_directories(inputs: &[PathBuf]) -> Result<Vec<PathBuf>, FixError> {
     Ok(out)
 }
 
-fn collect_manifests(dir: &Path, found: &mut Vec<PathBuf>) -> Result<(), FixError> {
+/// Collects the manifests below `dir`. Symlinked directories are followed (kustomize trees use
+/// them), but each real directory is read once: a link back up the tree (`overlay/base -> ..`)
+/// would otherwise recurse until the path is too long, multiplying the files read at each level.
+fn collect_manifests(dir: &Path, visited: &mut HashSet<PathBuf>, found: &mut Vec<PathBuf>) -> Result<(), FixError> {
     let read_error = |source| FixError::Read { input: dir.display().to_string(), source };
+    if !visited.insert(std::fs::canonicalize(dir).map_err(read_error)?) {
+        return Ok(());
+    }
     for entry in std::fs::read_dir(dir).map_err(read_error)? {
         let path = entry.map_err(read_error)?.path();
         if path.is_dir() {
-            collect_manifests(&path, found)?;
+            collect_manifests(&path, visited, found)?;
         } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml" || e == "json") {
             found.push(path);
         }

@@ -20,9 +20,10 @@ pub struct Rule {
 const CHANGES: &str = "what-podmedic-changes-and-when";
 const CHECKS: &str = "beyond-sidecars-pending-and-crashloopbackoff";
 const AUDIT: &str = "why-is-my-pod-not-running";
+const GITOPS: &str = "gitops";
 
 /// Every rule, in the order SARIF lists them (`ruleIndex` is the position here).
-pub const RULES: [Rule; 15] = [
+pub const RULES: [Rule; 18] = [
     Rule {
         id: "sidecar-moved",
         title: "A long-running sidecar of a run-to-completion Pod becomes a native sidecar",
@@ -53,6 +54,24 @@ pub const RULES: [Rule; 15] = [
         title: "A database proxy is told to exit 0 when the kubelet stops it",
         help: "Add the flag `podmedic fix` writes, so a stopped proxy does not fail the Job with exit code 143.",
         anchor: CHANGES,
+    },
+    Rule {
+        id: "sidecar-kept",
+        title: "A re-applied sidecar podmedic had moved stays a native sidecar",
+        help: "Nothing to do: the stored native sidecar is kept while the applied container is unchanged.",
+        anchor: GITOPS,
+    },
+    Rule {
+        id: "sidecar-restored",
+        title: "A re-applied sidecar an earlier podmedic had moved goes back to containers as applied",
+        help: "Nothing to do: podmedic undoes its own earlier move so the object can be re-applied.",
+        anchor: GITOPS,
+    },
+    Rule {
+        id: "sidecar-removed",
+        title: "A sidecar no longer applied leaves initContainers too",
+        help: "Nothing to do: the native sidecar podmedic placed follows the sidecar out of Git.",
+        anchor: GITOPS,
     },
     Rule {
         id: "node-fit",
@@ -125,6 +144,9 @@ pub fn change_rule(kind: ChangeKind) -> &'static str {
         ChangeKind::HealthCheckEnabled => "health-check-enabled",
         ChangeKind::RequestsAdded => "requests-added",
         ChangeKind::ExitZeroOnSigterm => "exit-zero-on-sigterm",
+        ChangeKind::SidecarKept => "sidecar-kept",
+        ChangeKind::SidecarRestored => "sidecar-restored",
+        ChangeKind::SidecarRemoved => "sidecar-removed",
     }
 }
 
@@ -149,6 +171,9 @@ mod tests {
             ChangeKind::HealthCheckEnabled,
             ChangeKind::RequestsAdded,
             ChangeKind::ExitZeroOnSigterm,
+            ChangeKind::SidecarKept,
+            ChangeKind::SidecarRestored,
+            ChangeKind::SidecarRemoved,
         ];
         for kind in kinds {
             let id = change_rule(kind);

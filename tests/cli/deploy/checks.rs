@@ -1,140 +1,10 @@
-//! What the rendered manifests must say: an opt-in, fail-open mutating webhook and a warnings-only
-//! validating webhook for workloads; a hardened Deployment; read-only RBAC; valid Kubernetes
-//! objects.
-
-use std::collections::BTreeMap;
+//! What the rendered manifests must say: a hardened Deployment; read-only RBAC; valid Kubernetes
+//! objects; and the base: pods mode, with warnings for workloads (`webhooks.rs`).
 
 use serde_json::Value;
 
+use super::webhooks::{Mode, assert_webhooks, webhook};
 use super::*;
-
-pub(super) fn assert_webhook_is_opt_in_and_fail_open(objects: &[Value]) {
-    let hook = webhook(objects);
-
-    let selector = &hook["namespaceSelector"];
-    assert_eq!(selector["matchLabels"], json!({"podmedic.io/enabled": "true"}), "opt-in by namespace label");
-    let excluded: BTreeSet<&str> = selector["matchExpressions"]
-        .as_array()
-        .expect("matchExpressions")
-        .iter()
-        .filter(|e| e["key"] == "kubernetes.io/metadata.name" && e["operator"] == "NotIn")
-        .flat_map(|e| strings(&e["values"]))
-        .collect();
-    assert!(excluded.contains("kube-system"), "kube-system is excluded even if labelled: {excluded:?}");
-    assert!(excluded.contains(NAMESPACE), "podmedic's own namespace is excluded even if labelled: {excluded:?}");
-    assert!(hook.get("objectSelector").is_none_or(|s| s == &json!({})), "no objectSelector narrows the rules");
-
-    let rules: BTreeMap<(String, String), (BTreeSet<&str>, &Value)> = hook["rules"]
-        .as_array()
-        .expect("rules")
-        .iter()
-        .flat_map(|rule| {
-            let groups = strings(&rule["apiGroups"]);
-            let resources = strings(&rule["resources"]);
-            assert_eq!(strings(&rule["apiVersions"]), ["v1"], "rule {rule}");
-            groups.into_iter().flat_map(move |g| {
-                resources.clone().into_iter().map(move |r| {
-                    ((g.to_owned(), r.to_owned()), (strings(&rule["operations"]).into_iter().collect(), &rule["scope"]))
-                })
-            })
-        })
-        .collect();
-    let expected = [
-        (("", "pods"), vec!["CREATE"]),
-        (("batch", "jobs"), vec!["CREATE"]),
-        (("batch", "cronjobs"), vec!["CREATE", "UPDATE"]),
-    ];
-    assert_eq!(rules.len(), expected.len(), "exactly pods, jobs and cronjobs (no wildcards, no subresources)");
-    for ((group, resource), operations) in expected {
-        let (ops, scope) = rules
-            .get(&(group.to_owned(), resource.to_owned()))
-            .unwrap_or_else(|| panic!("no rule for {group}/{resource}"));
-        assert_eq!(*ops, operations.into_iter().collect::<BTreeSet<_>>(), "operations on {resource}");
-        assert_eq!(*scope, "Namespaced", "scope of {resource}");
-    }
-
-    let conditions: BTreeMap<&str, String> = hook["matchConditions"]
-        .as_array()
-        .expect("matchConditions")
-        .iter()
-        .map(|c| {
-            let expression = c["expression"].as_str().expect("expression");
-            (c["name"].as_str().expect("name"), expression.split_whitespace().collect::<Vec<_>>().join(" "))
-        })
-        .collect();
-    for (name, expression) in &conditions {
-        assert!(
-            expression.starts_with("request.resource.resource != 'pods' ||"),
-            "condition {name} must pass Jobs and CronJobs through before looking at Pod fields: {expression}"
-        );
-    }
-    let mirror = conditions.get("skip-mirror-pods").expect("a condition that skips mirror Pods");
-    assert!(mirror.contains("'kubernetes.io/config.mirror' in object.metadata.annotations"), "{mirror}");
-    assert!(mirror.contains("!('kubernetes.io/config.mirror'"), "mirror Pods are excluded, not selected: {mirror}");
-    if let Some(restart) = conditions.get("skip-long-running-pods") {
-        assert!(restart.contains("object.spec.restartPolicy != 'Always'"), "{restart}");
-    }
-
-    assert_eq!(hook["failurePolicy"], "Ignore", "fail open: podmedic down must not block Pods");
-    assert_eq!(hook["sideEffects"], "None");
-    let timeout = hook["timeoutSeconds"].as_u64().expect("timeoutSeconds set (the default is 10s)");
-    assert!((1..=5).contains(&timeout), "timeoutSeconds {timeout} is short");
-    assert_eq!(hook["reinvocationPolicy"], "IfNeeded", "sidecars injected by later webhooks are seen");
-    assert_eq!(hook["admissionReviewVersions"], json!(["v1"]));
-    assert_eq!(hook["matchPolicy"], "Equivalent");
-
-    let client = &hook["clientConfig"];
-    assert!(client.get("url").is_none(), "in-cluster webhooks go through the Service");
-    let service = &client["service"];
-    assert_eq!(service["name"], "podmedic");
-    assert_eq!(service["namespace"], NAMESPACE);
-    assert_eq!(service["path"], "/mutate");
-    let port = service.get("port").map_or(443, |p| p.as_u64().expect("port"));
-    let svc = find(objects, "Service", "podmedic");
-    let svc_port = svc["spec"]["ports"]
-        .as_array()
-        .expect("ports")
-        .iter()
-        .find(|p| p["port"] == port)
-        .unwrap_or_else(|| panic!("the Service has no port {port}"));
-    let target = container_port(podmedic_container(objects), &svc_port["targetPort"]);
-    let listen = arg(podmedic_container(objects), "--listen").expect("--listen");
-    assert!(listen.ends_with(&format!(":{target}")), "the webhook reaches --listen {listen}, not port {target}");
-}
-
-/// The validating webhook of workloads: the mutating webhook's opt-in and Service, `/warn`, the
-/// three apps kinds and nothing else (never Pods), fail open, sent only when the template changes.
-pub(super) fn assert_warnings_webhook_is_opt_in_and_fail_open(objects: &[Value]) {
-    let hook = warnings_webhook(objects);
-    let mutating = webhook(objects);
-    assert_eq!(hook["namespaceSelector"], mutating["namespaceSelector"], "the same opt-in as the mutating webhook");
-    assert!(hook.get("objectSelector").is_none_or(|s| s == &json!({})), "no objectSelector narrows the rules");
-    assert_eq!(
-        hook["rules"],
-        json!([{
-            "apiGroups": ["apps"], "apiVersions": ["v1"], "resources": ["deployments", "statefulsets", "daemonsets"],
-            "operations": ["CREATE", "UPDATE"], "scope": "Namespaced"
-        }]),
-        "Deployments, StatefulSets and DaemonSets only: Jobs and CronJobs are warned by /mutate, Pods never"
-    );
-    let conditions = hook["matchConditions"].as_array().expect("matchConditions");
-    assert_eq!(conditions.len(), 1);
-    let expression = conditions[0]["expression"].as_str().expect("expression").split_whitespace().collect::<Vec<_>>();
-    assert_eq!(
-        expression.join(" "),
-        "request.operation == 'CREATE' || object.spec.template != oldObject.spec.template",
-        "creations and template changes only"
-    );
-    assert_eq!(hook["failurePolicy"], "Ignore", "fail open: podmedic down must not block workloads");
-    assert_eq!(hook["sideEffects"], "None");
-    assert!((1..=5).contains(&hook["timeoutSeconds"].as_u64().expect("timeoutSeconds")), "a short timeout");
-    assert_eq!(hook["admissionReviewVersions"], json!(["v1"]));
-    assert_eq!(hook["matchPolicy"], "Equivalent");
-    let mut service = hook["clientConfig"]["service"].clone();
-    assert_eq!(service["path"], "/warn", "the warnings-only path");
-    service["path"] = mutating["clientConfig"]["service"]["path"].clone();
-    assert_eq!(service, mutating["clientConfig"]["service"], "the same Service and port as the mutating webhook");
-}
 
 pub(super) fn assert_deployment_is_hardened(objects: &[Value]) {
     let deployment = find(objects, "Deployment", "podmedic");
@@ -267,12 +137,15 @@ pub(super) fn assert_rbac_is_read_only_on_nodes_and_namespaces(objects: &[Value]
 pub(super) fn assert_base(objects: &[Value]) {
     assert_valid_kubernetes_objects(objects);
     assert_eq!(find(objects, "Namespace", NAMESPACE)["kind"], "Namespace");
-    assert_webhook_is_opt_in_and_fail_open(objects);
-    assert_warnings_webhook_is_opt_in_and_fail_open(objects);
+    assert_webhooks(objects, Mode::Pods);
     assert_deployment_is_hardened(objects);
     assert_rbac_is_read_only_on_nodes_and_namespaces(objects);
-    let conditions: Vec<_> =
-        webhook(objects)["matchConditions"].as_array().expect("conditions").iter().map(|c| &c["name"]).collect();
+    let conditions: Vec<_> = webhook(objects, "mutate.podmedic.io")["matchConditions"]
+        .as_array()
+        .expect("conditions")
+        .iter()
+        .map(|c| &c["name"])
+        .collect();
     assert_eq!(conditions, ["skip-long-running-pods", "skip-mirror-pods"], "the base skips long-running Pods");
 }
 

@@ -1,8 +1,8 @@
-//! The manifests users apply from `deploy/`: the mutating webhook configuration is an opt-in,
-//! fail-open webhook for Pods, Jobs and CronJobs, the validating one sends Deployments,
-//! StatefulSets and DaemonSets to `/warn`; the Deployment is hardened; RBAC is read-only on Nodes
-//! and Namespaces; each overlay renders and adds a certificate to both; the components render
-//! (`warnings.rs` for the reference-checks component).
+//! The manifests users apply from `deploy/`: the webhook configurations are opt-in and fail-open,
+//! in pods mode by default and template mode with its component, and warn about Deployments,
+//! StatefulSets and DaemonSets in both (`webhooks.rs`); the Deployment is hardened; RBAC is
+//! read-only on Nodes and Namespaces; each overlay renders and adds a certificate to every
+//! webhook; the components render (`warnings.rs` for the reference-checks component).
 //!
 //! The base is always checked by parsing its files directly. Where `kubectl` is on PATH, every
 //! kustomization is also rendered with `kubectl kustomize` and the same checks run on the output;
@@ -11,6 +11,7 @@
 mod checks;
 mod monitoring;
 mod warnings;
+mod webhooks;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -18,39 +19,14 @@ use std::process::Command;
 
 use serde_json::{Value, json};
 
-use checks::{assert_base, assert_deployment_is_hardened, assert_webhook_is_opt_in_and_fail_open};
+use checks::{assert_base, assert_deployment_is_hardened, assert_valid_kubernetes_objects};
+use manifests::*;
+use webhooks::webhooks;
+
+#[path = "../../support/manifests.rs"]
+mod manifests;
 
 const NAMESPACE: &str = "podmedic-system";
-/// The ValidatingWebhookConfiguration of the warnings about workloads.
-const WARNINGS_CONFIGURATION: &str = "podmedic-workload-warnings";
-
-fn deploy_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy")
-}
-
-/// Every document of a multi-document YAML text, empty ones dropped.
-fn parse_docs(text: &str, origin: &str) -> Vec<Value> {
-    yaml_serde::Deserializer::from_str(text)
-        .map(|doc| {
-            <Value as serde::Deserialize>::deserialize(doc).unwrap_or_else(|e| panic!("{origin} is not YAML: {e}"))
-        })
-        .filter(|doc| !doc.is_null())
-        .collect()
-}
-
-fn read_yaml(path: &Path) -> Vec<Value> {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-    parse_docs(&text, &path.display().to_string())
-}
-
-/// The base's objects, from the files its kustomization lists (no kubectl needed).
-fn base_objects() -> Vec<Value> {
-    let base = deploy_dir().join("base");
-    let kustomization = read_yaml(&base.join("kustomization.yaml")).remove(0);
-    let resources = kustomization["resources"].as_array().expect("base kustomization lists resources");
-    assert!(kustomization.get("patches").is_none(), "the fallback parser does not apply patches in the base");
-    resources.iter().flat_map(|r| read_yaml(&base.join(r.as_str().expect("resource path")))).collect()
-}
 
 /// `kubectl kustomize <dir>`, or None if kubectl is not installed. A kubectl that runs but fails
 /// to render fails the test.
@@ -110,19 +86,6 @@ fn deploy_copy() -> (tempfile::TempDir, PathBuf) {
 }
 
 /// What `podmedic certs --out <out>` writes for the Service in podmedic-system.
-/// `overlays/with-<component>` in a copy of deploy/: the base and `components/<component>`, as a
-/// user would write it.
-fn overlay_with_component(deploy: &Path, component: &str) -> PathBuf {
-    let overlay = deploy.join(format!("overlays/with-{component}"));
-    std::fs::create_dir_all(&overlay).expect("mkdir");
-    let kustomization = format!(
-        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: [../../base]\n\
-         components: [../../components/{component}]\n"
-    );
-    std::fs::write(overlay.join("kustomization.yaml"), kustomization).expect("write overlay");
-    overlay
-}
-
 fn podmedic_certs(out: &Path) {
     let config = podmedic::commands::certs::CertsConfig {
         service: "podmedic".into(),
@@ -135,18 +98,19 @@ fn podmedic_certs(out: &Path) {
     podmedic::commands::certs::run(&config).expect("podmedic certs");
 }
 
-fn webhook(objects: &[Value]) -> &Value {
-    let config = find(objects, "MutatingWebhookConfiguration", "podmedic");
-    let webhooks = config["webhooks"].as_array().expect("webhooks");
-    assert_eq!(webhooks.len(), 1, "one webhook, so that index 0 in the overlays' patches is podmedic's");
-    &webhooks[0]
-}
-
-fn warnings_webhook(objects: &[Value]) -> &Value {
-    let config = find(objects, "ValidatingWebhookConfiguration", WARNINGS_CONFIGURATION);
-    let webhooks = config["webhooks"].as_array().expect("webhooks");
-    assert_eq!(webhooks.len(), 1, "one webhook, so that index 0 in the overlays' patches is podmedic's");
-    &webhooks[0]
+/// An overlay of the base with `components`, as a user would write it, rendered by kubectl (None
+/// without it).
+fn render_with_components(components: &[&str]) -> Option<Vec<Value>> {
+    let (_tmp, deploy) = deploy_copy();
+    let overlay = deploy.join("overlays/with-components");
+    std::fs::create_dir_all(&overlay).expect("mkdir");
+    let list: Vec<String> = components.iter().map(|c| format!("../../components/{c}")).collect();
+    let text = format!(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: [../../base]\ncomponents: [{}]\n",
+        list.join(", ")
+    );
+    std::fs::write(overlay.join("kustomization.yaml"), text).expect("write overlay");
+    kustomize(&overlay)
 }
 
 fn pod_spec(objects: &[Value]) -> &Value {
@@ -214,26 +178,6 @@ fn by_kind_and_name(objects: Vec<Value>) -> BTreeMap<(String, String), Value> {
         .collect()
 }
 
-/// Applies an RFC 6902 patch the way kustomize does.
-fn apply_json_patch(target: &mut Value, patch: &Value) {
-    let patch: json_patch::Patch = serde_json::from_value(patch.clone()).expect("a JSON patch");
-    json_patch::patch(target, &patch).expect("the patch applies");
-}
-
-/// The inline RFC 6902 patch of a kustomization that targets the webhook configuration.
-fn inline_webhook_patch(kustomization: &Value) -> Value {
-    inline_patch_of(kustomization, "MutatingWebhookConfiguration")
-}
-
-/// The inline patch the kustomization applies to objects of `kind`.
-fn inline_patch_of(kustomization: &Value, kind: &str) -> Value {
-    let patch = kustomization["patches"]
-        .as_array()
-        .and_then(|p| p.iter().find(|p| p["target"]["kind"] == kind))
-        .unwrap_or_else(|| panic!("a patch of the {kind}"));
-    parse_docs(patch["patch"].as_str().expect("inline patch"), "inline patch").remove(0)
-}
-
 #[test]
 fn the_base_files_make_an_opt_in_fail_open_webhook_on_a_hardened_deployment() {
     assert_base(&base_objects());
@@ -249,62 +193,6 @@ fn kubectl_kustomize_renders_deploy_to_exactly_the_base_files() {
     assert_eq!(rendered.keys().collect::<Vec<_>>(), parsed.keys().collect::<Vec<_>>());
     for (key, object) in rendered {
         assert_eq!(object, parsed[&key], "{key:?} renders differently from its file");
-    }
-}
-
-#[test]
-fn every_field_of_the_webhooks_says_why_it_has_its_value() {
-    let objects = base_objects();
-    assert_every_field_commented("base/mutatingwebhookconfiguration.yaml", webhook(&objects));
-    assert_every_field_commented("base/validatingwebhookconfiguration-workloads.yaml", warnings_webhook(&objects));
-}
-
-/// Each field of the one webhook of the configuration in `file` is preceded by a comment.
-fn assert_every_field_commented(file: &str, hook: &Value) {
-    let path = deploy_dir().join(file);
-    let text = std::fs::read_to_string(&path).expect("webhook configuration");
-    let lines: Vec<&str> = text.lines().collect();
-    let start = lines.iter().position(|l| *l == "webhooks:").expect("a webhooks: list");
-    // The webhook entry's own fields: `  - name:` and the keys indented under it, each preceded by
-    // a comment (possibly the one of the field before it ends, so no blank-line tricks).
-    let mut commented = BTreeSet::new();
-    for (i, line) in lines.iter().enumerate().skip(start + 1) {
-        let field =
-            line.strip_prefix("  - ").or_else(|| line.strip_prefix("    ").filter(|l| !l.starts_with([' ', '#'])));
-        let Some((key, _)) = field.and_then(|f| f.split_once(':')) else { continue };
-        let previous = lines[..i].iter().rev().find(|l| !l.trim().is_empty()).map_or("", |l| l.trim_start());
-        assert!(previous.starts_with('#'), "{}:{}: `{}` has no comment saying why", path.display(), i + 1, line.trim());
-        commented.insert(key.to_owned());
-    }
-    let fields: BTreeSet<String> = hook.as_object().expect("webhook").keys().cloned().collect();
-    assert_eq!(commented, fields, "{file}: every field the webhook sets, and only those, is found with its comment");
-}
-
-#[test]
-fn the_long_running_pods_component_removes_only_the_restart_policy_condition() {
-    let component = deploy_dir().join("components/long-running-pods");
-    let check = |objects: &[Value]| {
-        let hook = webhook(objects);
-        let names: Vec<_> =
-            hook["matchConditions"].as_array().expect("conditions").iter().map(|c| &c["name"]).collect();
-        assert_eq!(names, ["skip-mirror-pods"], "long-running Pods are sent, mirror Pods still are not");
-        assert_webhook_is_opt_in_and_fail_open(objects);
-    };
-
-    // Without kubectl: apply the component's patch to the base ourselves.
-    let mut objects = base_objects();
-    let kustomization = read_yaml(&component.join("kustomization.yaml")).remove(0);
-    assert_eq!(kustomization["kind"], "Component");
-    let config = objects.iter_mut().find(|o| o["kind"] == "MutatingWebhookConfiguration").expect("webhook");
-    apply_json_patch(config, &inline_webhook_patch(&kustomization));
-    check(&objects);
-
-    // With kubectl: an overlay that uses the component, as a user would write it.
-    let (_tmp, deploy) = deploy_copy();
-    let overlay = overlay_with_component(&deploy, "long-running-pods");
-    if let Some(rendered) = kustomize(&overlay) {
-        check(&rendered);
-        assert_deployment_is_hardened(&rendered);
     }
 }
 
@@ -344,10 +232,8 @@ fn the_cert_manager_overlay_issues_the_serving_certificate_from_a_ca_and_injects
         assert_eq!(ca["spec"]["privateKey"]["rotationPolicy"], "Never", "a renewed CA verifies older certificates");
 
         let inject = format!("{NAMESPACE}/podmedic-serving");
-        for (kind, name) in
-            [("MutatingWebhookConfiguration", "podmedic"), ("ValidatingWebhookConfiguration", WARNINGS_CONFIGURATION)]
-        {
-            let config = find(objects, kind, name);
+        for kind in ["MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"] {
+            let config = find(objects, kind, "podmedic");
             assert_eq!(config["metadata"]["annotations"]["cert-manager.io/inject-ca-from"], inject.as_str(), "{kind}");
         }
     };
@@ -359,11 +245,7 @@ fn the_cert_manager_overlay_issues_the_serving_certificate_from_a_ca_and_injects
     for resource in strings(&kustomization["resources"]).into_iter().filter(|r| !r.starts_with("..")) {
         objects.extend(read_yaml(&overlay.join(resource)));
     }
-    for kind in ["MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"] {
-        let patch = inline_patch_of(&kustomization, kind);
-        let config = objects.iter_mut().find(|o| o["kind"] == kind).expect("webhook");
-        json_patch::merge(config, &patch);
-    }
+    apply_inline_patches(&mut objects, &kustomization);
     check(&objects);
     assert_base(&objects);
 
@@ -384,9 +266,9 @@ fn the_self_managed_overlay_uses_the_files_podmedic_certs_writes() {
 
     let check = |objects: &[Value]| {
         assert_base(objects);
-        for (hook, path) in [(webhook(objects), "/mutate"), (warnings_webhook(objects), "/warn")] {
-            assert_eq!(hook["clientConfig"]["caBundle"], ca_bundle, "the webhook trusts the generated CA");
-            assert_eq!(hook["clientConfig"]["service"]["path"], path, "the patch added, it did not replace");
+        for (_, hook) in webhooks(objects) {
+            assert_eq!(hook["clientConfig"]["caBundle"], ca_bundle, "{} trusts the generated CA", hook["name"]);
+            assert!(hook["clientConfig"]["service"]["path"].is_string(), "the patch added, it did not replace");
         }
         let secret = find(objects, "Secret", "podmedic-tls");
         assert_eq!(secret["metadata"]["namespace"], NAMESPACE);
@@ -405,14 +287,32 @@ fn the_self_managed_overlay_uses_the_files_podmedic_certs_writes() {
     let targets: Vec<&Value> = patches.iter().map(|p| &p["target"]["kind"]).collect();
     assert_eq!(targets, ["MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"]);
     for patch in patches {
-        let file = read_yaml(&overlay.join(patch["path"].as_str().expect("patch path"))).remove(0);
-        let config = objects.iter_mut().find(|o| o["kind"] == patch["target"]["kind"]).expect("webhook");
-        apply_json_patch(config, &file);
+        let kind = patch["target"]["kind"].as_str().expect("target kind");
+        let body = read_yaml(&overlay.join(patch["path"].as_str().expect("patch path"))).remove(0);
+        let config = objects.iter_mut().find(|o| o["kind"] == kind).unwrap_or_else(|| panic!("no {kind}"));
+        apply_json_patch(config, &body);
     }
     check(&objects);
 
     if let Some(rendered) = kustomize(&overlay) {
         check(&rendered);
+    }
+
+    // Template mode over this overlay, as deploy/README.md shows it: the component removes
+    // webhooks after the overlay set their caBundles; those that stay trust the CA.
+    let mine = deploy.join("overlays/self-managed-template-mode");
+    std::fs::create_dir_all(&mine).expect("mkdir");
+    std::fs::write(
+        mine.join("kustomization.yaml"),
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: [../self-managed]\n\
+         components: [../../components/template-mode]\n",
+    )
+    .expect("write overlay");
+    if let Some(rendered) = kustomize(&mine) {
+        webhooks::assert_webhooks(&rendered, webhooks::Mode::Template);
+        for (_, hook) in webhooks(&rendered) {
+            assert_eq!(hook["clientConfig"]["caBundle"], ca_bundle, "{} trusts the generated CA", hook["name"]);
+        }
     }
 }
 
@@ -445,7 +345,13 @@ fn the_self_managed_overlay_is_git_ignored_where_podmedic_certs_writes() {
         gitignore.lines().any(|l| l.trim() == "/deploy/overlays/self-managed/certs/"),
         "keys must not be committed"
     );
-    for file in ["/certs/*.key", "/certs/secret.yaml", "/certs/caBundle*", "/certs/webhook-ca-bundle-patch.yaml"] {
+    for file in [
+        "/certs/*.key",
+        "/certs/secret.yaml",
+        "/certs/caBundle*",
+        "/certs/webhook-ca-bundle-patch.yaml",
+        "/certs/validating-webhook-ca-bundle-patch.yaml",
+    ] {
         assert!(gitignore.lines().any(|l| l.trim() == file), "{file} is not git-ignored");
     }
 }

@@ -6,23 +6,6 @@ use serde_json::{Value, json};
 use super::checks::{assert_deployment_is_hardened, assert_rbac_is_read_only_on_nodes_and_namespaces};
 use super::*;
 
-/// Renders an overlay of the base with these components, as a user would write it.
-fn overlay_with(components: &[&str]) -> Option<Vec<Value>> {
-    let (_tmp, deploy) = deploy_copy();
-    let overlay = deploy.join("overlays/with-components");
-    std::fs::create_dir_all(&overlay).expect("mkdir");
-    let list: Vec<String> = components.iter().map(|c| format!("../../components/{c}")).collect();
-    std::fs::write(
-        overlay.join("kustomization.yaml"),
-        format!(
-            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: [../../base]\ncomponents: [{}]\n",
-            list.join(", ")
-        ),
-    )
-    .expect("write overlay");
-    kustomize(&overlay)
-}
-
 fn reference_role(objects: &[Value]) -> &Value {
     find(objects, "ClusterRole", "podmedic-reference-names")
 }
@@ -59,15 +42,13 @@ fn the_reference_checks_component_adds_the_flag_and_an_unbound_role() {
     for resource in strings(&kustomization["resources"]) {
         objects.extend(read_yaml(&component.join(resource)));
     }
-    let patch = inline_patch_of(&kustomization, "Deployment");
-    let deployment = objects.iter_mut().find(|o| o["kind"] == "Deployment").expect("deployment");
-    apply_json_patch(deployment, &patch);
+    apply_inline_patches(&mut objects, &kustomization);
     check_reference_checks(&objects);
     assert_eq!(of_kind(&objects, "RoleBinding").count() + of_kind(&objects, "ClusterRoleBinding").count(), 1);
     checks::assert_valid_kubernetes_objects(&objects);
 
     // With kubectl: as a user's overlay renders it.
-    if let Some(rendered) = overlay_with(&["reference-checks"]) {
+    if let Some(rendered) = render_with_components(&["reference-checks"]) {
         check_reference_checks(&rendered);
         assert_eq!(
             of_kind(&rendered, "ClusterRoleBinding").count(),
@@ -93,7 +74,7 @@ fn the_cluster_wide_component_binds_the_role_to_podmedic() {
         );
     };
     check(&binding);
-    if let Some(rendered) = overlay_with(&["reference-checks", "reference-checks/cluster-wide"]) {
+    if let Some(rendered) = render_with_components(&["reference-checks", "reference-checks/cluster-wide"]) {
         check_reference_checks(&rendered);
         check(find(&rendered, "ClusterRoleBinding", "podmedic-reference-names"));
     }

@@ -61,14 +61,19 @@ fn body_cases() -> Vec<(&'static str, Vec<u8>, Expect)> {
         let review: Value = serde_json::from_slice(&fixture_pod).unwrap();
         review["request"]["object"]["spec"]["containers"][0].clone()
     };
-    let thousand: Vec<Value> = (0..1000)
-        .map(|i| {
-            let mut c = first_container.clone();
-            c["name"] = json!(format!("c{i}"));
-            c
-        })
-        .chain([json!({"name": "proxy", "image": "gcr.io/cloud-sql-connectors/cloud-sql-proxy:2.8.0"})])
-        .collect();
+    // `podmedic_engine::object::MAX_CONTAINERS` in one list: read and patched; one more: skipped.
+    let many = |n: usize| -> Vec<Value> {
+        (0..n - 1)
+            .map(|i| {
+                let mut c = first_container.clone();
+                c["name"] = json!(format!("c{i}"));
+                c
+            })
+            .chain([json!({"name": "proxy", "image": "gcr.io/cloud-sql-connectors/cloud-sql-proxy:2.8.0"})])
+            .collect()
+    };
+    let thousand = many(podmedic_engine::object::MAX_CONTAINERS);
+    let thousand_and_one = many(podmedic_engine::object::MAX_CONTAINERS + 1);
     let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
     let five_mb = "x".repeat(5 << 20);
     let mut invalid_utf8_uid = review_of(&job_pod(None));
@@ -144,6 +149,11 @@ fn body_cases() -> Vec<(&'static str, Vec<u8>, Expect)> {
             "a Pod with 1,000 containers",
             review_of(&job_pod(Some(&serde_json::to_string(&thousand).unwrap()))),
             Expect::Patched,
+        ),
+        (
+            "a Pod with 1,001 containers",
+            review_of(&job_pod(Some(&serde_json::to_string(&thousand_and_one).unwrap()))),
+            Expect::Skipped,
         ),
         (
             "duplicate keys in the envelope",

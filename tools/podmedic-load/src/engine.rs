@@ -12,6 +12,8 @@ use podmedic_engine::admission::{Environment, admit};
 
 #[path = "../../../crates/podmedic-engine/benches/admission/bodies.rs"]
 mod bodies;
+#[path = "../../../crates/podmedic-engine/benches/admission/hostile.rs"]
+pub(crate) mod hostile_bodies;
 
 /// One body's figures.
 #[derive(Debug, Clone)]
@@ -69,7 +71,7 @@ pub fn measure(rounds: usize) -> Vec<EngineRow> {
 }
 
 /// Wall-clock and on-CPU time of `n` calls of `f`.
-fn time(n: u32, f: impl Fn()) -> (Duration, Duration) {
+pub(crate) fn time(n: u32, f: impl Fn()) -> (Duration, Duration) {
     let cpu = || {
         let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
         Duration::new(t.tv_sec.unsigned_abs(), u32::try_from(t.tv_nsec).unwrap_or(0))
@@ -81,7 +83,7 @@ fn time(n: u32, f: impl Fn()) -> (Duration, Duration) {
     (start.elapsed(), cpu().saturating_sub(start_cpu))
 }
 
-fn median(v: &mut [Duration]) -> Duration {
+pub(crate) fn median(v: &mut [Duration]) -> Duration {
     v.sort_unstable();
     v[v.len() / 2]
 }

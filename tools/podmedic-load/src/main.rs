@@ -3,7 +3,7 @@
 //! One command runs everything and prints the tables:
 //!
 //! ```text
-//! cargo run --release -p podmedic-load -- --all      # about 10 minutes
+//! cargo run --release -p podmedic-load -- --all      # about 12 minutes
 //! cargo run --release -p podmedic-load -- --quick    # smoke run, seconds
 //! ```
 //!
@@ -18,6 +18,7 @@
 mod client;
 mod engine;
 mod floor;
+mod hostile;
 mod phases;
 mod plan;
 mod procs;
@@ -78,6 +79,10 @@ pub struct Args {
     /// Do not pin (for machines with one core; the figures then mean less).
     #[arg(long)]
     pub no_pin: bool,
+    /// An argument for `podmedic serve`, after the harness's own (repeat for several):
+    /// `--podmedic-arg=--engine-inline-max-bytes=0`.
+    #[arg(long, allow_hyphen_values = true)]
+    pub podmedic_arg: Vec<String>,
     /// Niceness of the servers and of the load generator. The default gives them most of their
     /// cores when other work (compiling, say) shares the machine; every server gets the same. Needs
     /// root or CAP_SYS_NICE for negative values, and falls back to 0 without.
@@ -128,6 +133,9 @@ pub enum Phase {
     Handshake,
     /// Closed-loop maximum throughput.
     Max,
+    /// Hostile bodies: the engine against benign bodies of the same size, podmedic serving them
+    /// beside a small review and /healthz, and the engine inline or on its threads.
+    Hostile,
 }
 
 fn main() -> ExitCode {

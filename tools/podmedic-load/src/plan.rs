@@ -16,6 +16,9 @@ pub(crate) struct Plan {
     pub(crate) memory_connections: usize,
     pub(crate) memory_load: Duration,
     pub(crate) memory_settle: Duration,
+    pub(crate) hostile_rounds: usize,
+    pub(crate) hostile_sizes: Vec<usize>,
+    pub(crate) hostile_load: Duration,
 }
 
 impl Plan {
@@ -55,6 +58,9 @@ impl Plan {
             memory_connections: 256,
             memory_load: if quick { Duration::from_millis(500) } else { Duration::from_secs(5) },
             memory_settle: if quick { Duration::from_millis(500) } else { Duration::from_secs(2) },
+            hostile_rounds: if quick { 1 } else { 7 },
+            hostile_sizes: if quick { vec![256 << 10] } else { vec![256 << 10, 1 << 20, 3 << 20] },
+            hostile_load: if quick { Duration::from_millis(500) } else { Duration::from_secs(4) },
         }
     }
 }

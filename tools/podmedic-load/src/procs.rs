@@ -70,6 +70,8 @@ pub struct Setup {
     pub pin: bool,
     /// Niceness of the servers.
     pub nice: i32,
+    /// More arguments for `podmedic serve` (`--podmedic-arg`).
+    pub podmedic_args: Vec<String>,
 }
 
 /// A running server, killed when dropped.
@@ -78,13 +80,21 @@ pub struct Server {
     pub target: Target,
     /// Its HTTPS address.
     pub addr: SocketAddr,
+    /// Its health and metrics address (podmedic only).
+    pub metrics: Option<SocketAddr>,
     child: Child,
 }
 
 impl Server {
     /// Spawns `target` (pinned to core 0) and returns at once; see [`crate::client::wait_answering`].
     pub fn spawn(target: Target, setup: &Setup) -> anyhow::Result<Server> {
+        Self::spawn_with(target, setup, &[])
+    }
+
+    /// [`Server::spawn`], with `extra` arguments for `podmedic serve` after `--podmedic-arg`s.
+    pub fn spawn_with(target: Target, setup: &Setup, extra: &[&str]) -> anyhow::Result<Server> {
         let addr = free_port()?;
+        let mut metrics_addr = None;
         // nice and taskset exec what follows, so the child's pid is the server's.
         let mut command = Command::new("nice");
         command.args(["-n", &setup.nice.to_string()]);
@@ -98,6 +108,8 @@ impl Server {
                 command.args(["--metrics-listen", &metrics.to_string()]);
                 command.arg("--tls-cert").arg(&setup.cert).arg("--tls-key").arg(&setup.key);
                 command.args(["--log-format", "json", "--log-level", "warn"]);
+                command.args(&setup.podmedic_args).args(extra);
+                metrics_addr = Some(metrics);
             }
             Target::Transport | Target::Parse => {
                 let kind = if target == Target::Transport { "transport" } else { "parse" };
@@ -108,7 +120,7 @@ impl Server {
         }
         command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::inherit());
         let child = command.spawn().with_context(|| format!("cannot start {}", target.name()))?;
-        Ok(Server { target, addr, child })
+        Ok(Server { target, addr, metrics: metrics_addr, child })
     }
 
     /// The process id (nice and taskset exec the server, so it is the server's).

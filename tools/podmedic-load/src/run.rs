@@ -14,13 +14,21 @@ use crate::plan::Plan;
 use crate::procs::{self, Server, Setup, Target};
 use crate::results::Results;
 use crate::summary::*;
-use crate::{Args, Phase, engine};
+use crate::{Args, Phase, engine, hostile};
 
 /// Runs the phases `args` asks for and prints the tables.
 pub fn run(args: &Args) -> anyhow::Result<()> {
     let plan = Plan::new(args);
     let phases: Vec<Phase> = if args.only.is_empty() {
-        vec![Phase::Engine, Phase::Startup, Phase::Memory, Phase::Keepalive, Phase::Handshake, Phase::Max]
+        vec![
+            Phase::Engine,
+            Phase::Startup,
+            Phase::Memory,
+            Phase::Keepalive,
+            Phase::Handshake,
+            Phase::Max,
+            Phase::Hostile,
+        ]
     } else {
         args.only.clone()
     };
@@ -32,6 +40,9 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         eprintln!("engine: admit against the parse floor, {} interleaved rounds per body...", plan.engine_rounds);
         results.engine = engine::measure(plan.engine_rounds);
         print_engine(&results.engine);
+    }
+    if phases.contains(&Phase::Hostile) {
+        hostile::engine(&plan);
     }
     let served: Vec<Phase> = phases.iter().copied().filter(|p| *p != Phase::Engine).collect();
     if !served.is_empty() {
@@ -87,6 +98,10 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
                     max_throughput(args, &plan, &mut servers, &ca_pem, &body, &mut results).await?;
                 }
             }
+            if served.contains(&Phase::Hostile) {
+                hostile::served(&plan, &setup, &ca_pem, &body).await?;
+                hostile::engine_placement(&plan, &setup, &ca_pem, &body).await?;
+            }
             anyhow::Ok(())
         })?;
     }
@@ -139,7 +154,16 @@ fn prepare(args: &Args, dir: &Path) -> anyhow::Result<(Setup, String, Vec<u8>)> 
         answer.body.len()
     );
     let harness = std::env::current_exe()?;
-    let setup = Setup { podmedic, harness, cert, key, response, pin: !args.no_pin, nice: args.nice };
+    let setup = Setup {
+        podmedic,
+        harness,
+        cert,
+        key,
+        response,
+        pin: !args.no_pin,
+        nice: args.nice,
+        podmedic_args: args.podmedic_arg.clone(),
+    };
     Ok((setup, bundle.ca_cert_pem, body))
 }
 

@@ -35,7 +35,7 @@ fn read(path: &str) -> Vec<u8> {
 }
 
 /// A CREATE review as the API server sends it (compact JSON), around `object`.
-fn review(group: &str, version: &str, kind: &str, resource: &str, name: &str, object: Value) -> Vec<u8> {
+pub fn review(group: &str, version: &str, kind: &str, resource: &str, name: &str, object: Value) -> Vec<u8> {
     let gvk = json!({"group": group, "version": version, "kind": kind});
     let gvr = json!({"group": group, "version": version, "resource": resource});
     serde_json::to_vec(&json!({
@@ -67,7 +67,7 @@ fn seed_cronjob() -> Vec<u8> {
 
 /// An Istio-injected Job Pod (istio-init, istio-proxy, a log shipper, application containers with
 /// many environment variables) grown by adding variables until the review is at least `target` bytes.
-fn mesh_pod(target: usize) -> Vec<u8> {
+pub fn mesh_pod(target: usize) -> Vec<u8> {
     let mut vars_per_app = 8;
     loop {
         let body = review("", "v1", "Pod", "pods", "", mesh_pod_object(6, vars_per_app));

@@ -25,14 +25,14 @@ pub(super) struct ReviewEnvelope<'a, O> {
     pub api_version: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     pub kind: Option<Cow<'a, str>>,
-    #[serde(default)]
-    pub request: Option<RequestEnvelope<O>>,
+    #[serde(default, borrow)]
+    pub request: Option<RequestEnvelope<'a, O>>,
 }
 
 /// The `request` of an AdmissionReview.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", bound(deserialize = "O: Deserialize<'de>"))]
-pub(super) struct RequestEnvelope<O> {
+pub(super) struct RequestEnvelope<'a, O> {
     pub uid: String,
     pub kind: GroupVersionKind,
     /// Not used, but required: a request without it is not one the API server sent.
@@ -47,11 +47,14 @@ pub(super) struct RequestEnvelope<O> {
     pub operation: Operation,
     #[serde(default)]
     pub object: Option<O>,
+    /// The stored object, on UPDATE: kept as raw JSON, read only to converge an update.
+    #[serde(default, borrow)]
+    pub old_object: Option<&'a RawValue>,
     #[serde(default)]
     pub dry_run: bool,
 }
 
-impl<O: ReceivedObject> RequestEnvelope<O> {
+impl<O: ReceivedObject> RequestEnvelope<'_, O> {
     /// The object's name for logs: `name`, or for a Pod made by a controller (which has only
     /// `generateName` at admission) the prefix followed by `*`.
     pub fn display_name(&self) -> String {
@@ -107,6 +110,8 @@ pub(super) trait ReceivedObject {
     fn generate_name(&self) -> Option<String>;
     /// Runs the engine.
     fn mutate(&self, ctx: &Context<'_>) -> Result<Mutation, MutateError>;
+    /// The object's JSON text, when it was kept (the slow path).
+    fn raw(&self) -> Option<&str>;
 }
 
 /// Decoded with the envelope, in the same pass (the fast path).
@@ -117,6 +122,10 @@ impl ReceivedObject for Object<'_> {
 
     fn mutate(&self, ctx: &Context<'_>) -> Result<Mutation, MutateError> {
         Ok(crate::mutate_object(self, ctx))
+    }
+
+    fn raw(&self) -> Option<&str> {
+        None
     }
 }
 
@@ -138,6 +147,10 @@ impl ReceivedObject for &RawValue {
 
     fn mutate(&self, ctx: &Context<'_>) -> Result<Mutation, MutateError> {
         crate::mutate_json(self.get(), ctx)
+    }
+
+    fn raw(&self) -> Option<&str> {
+        Some(self.get())
     }
 }
 

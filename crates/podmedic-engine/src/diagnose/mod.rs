@@ -27,7 +27,7 @@ use crate::checks::{CheckId, CheckSet};
 use crate::mutation::Context;
 use crate::object::Object;
 use crate::patch::PatchBuilder;
-use crate::sidecars::{Selection, apply_moves};
+use crate::sidecars::{Profiles, Selection, apply_moves};
 use crate::target::{Holder, PodTarget, Slot};
 use crate::warnings::shorten;
 
@@ -124,7 +124,9 @@ pub(crate) fn diagnose(target: &PodTarget<'_>, slots: &[Slot<'_>], ctx: &Context
 /// Runs the checks on any object with a pod spec, with its containers where they are.
 pub(crate) fn diagnose_object(object: &Object<'_>, ctx: &Context<'_>) -> Diagnosis {
     let Some(target) = PodTarget::locate(object) else { return Diagnosis::default() };
-    let slots = apply_moves(&target, &Selection::default(), ctx.policy, &mut PatchBuilder::new(), &mut Vec::new());
+    let profiles = Profiles::look_up(&target, ctx.policy);
+    let slots =
+        apply_moves(&target, &Selection::default(), &profiles, ctx.policy, &mut PatchBuilder::new(), &mut Vec::new());
     diagnose(&target, &slots, ctx)
 }
 

@@ -1,4 +1,14 @@
 //! Container image references, reduced to what the catalogue matches on: the repository path.
+//!
+//! Matching is linear in the length of the reference: a pattern is matched from the end of the
+//! path backwards (most references differ from a pattern in their last component, and are refused
+//! after one comparison), `**` is matched greedily with one point to return to, and references
+//! longer than any registry accepts are not matched at all.
+
+/// Longest repository path (registry host included) a registry accepts: the distribution
+/// specification's limit on a reference's name, which Docker, containerd and every registry apply.
+/// A longer `image` cannot be pulled, so it matches no catalogue entry.
+pub const MAX_REPOSITORY_LEN: usize = 255;
 
 /// A parsed image reference: `[host[:port]/]path/component[:tag][@digest]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -33,11 +43,16 @@ impl<'a> ImageRef<'a> {
         self.digest.is_none() && self.tag.is_none_or(|t| t == "latest")
     }
 
+    /// True when the repository path is no longer than a registry accepts ([`MAX_REPOSITORY_LEN`]).
+    pub fn fits_registry_limits(&self) -> bool {
+        self.repository.len() <= MAX_REPOSITORY_LEN
+    }
+
     /// Matches a pattern (pre-split, lower-case components) against the end of the repository
     /// path, component by component. `*` inside a component is a wildcard; a `**` component
-    /// matches any number of components.
+    /// matches any number of components. A path longer than a registry accepts matches nothing.
     pub fn matches_components(&self, pattern: &[String]) -> bool {
-        Self::components_match(&self.components(), pattern)
+        self.fits_registry_limits() && Self::components_match(&self.components(), pattern)
     }
 
     /// The repository path split at `/`: split once, then matched against every pattern of the
@@ -47,35 +62,55 @@ impl<'a> ImageRef<'a> {
     }
 
     /// [`ImageRef::matches_components`] on components from [`ImageRef::components`].
+    ///
+    /// The pattern is anchored at the end only: any registry host or mirror prefix may precede it.
+    /// Both are read from their last component backwards; a `**` is remembered as the one place to
+    /// resume from when a later component does not match, so each component of the path is
+    /// compared at most once per component of the pattern: linear in the path's length.
     pub fn components_match(components: &[&str], pattern: &[String]) -> bool {
-        // The pattern is anchored at the end only: any registry host or mirror prefix may precede it.
-        if !pattern.iter().any(|p| p == "**") {
-            // Without `**` a pattern matches exactly its own number of trailing components.
-            return components.len() >= pattern.len()
-                && match_from(&components[components.len() - pattern.len()..], pattern);
+        let (n, m) = (components.len(), pattern.len());
+        let component = |i: usize| components[n - 1 - i];
+        let pattern_at = |j: usize| pattern[m - 1 - j].as_str();
+        // (i, j): components and pattern components matched so far, counted from the end.
+        let (mut i, mut j) = (0, 0);
+        // After a `**`: the pattern position that follows it, and the components it has absorbed.
+        let mut resume: Option<(usize, usize)> = None;
+        loop {
+            crate::work::step(1);
+            if j == m {
+                // Every pattern component matched; what is left of the path is its free prefix.
+                return true;
+            }
+            if pattern_at(j) == "**" {
+                j += 1;
+                resume = Some((j, i));
+            } else if i < n && component_matches(component(i), pattern_at(j)) {
+                i += 1;
+                j += 1;
+            } else {
+                match resume {
+                    // Let the `**` absorb one more component and try the rest of the pattern again.
+                    Some((after, absorbed)) if absorbed < n => {
+                        resume = Some((after, absorbed + 1));
+                        (i, j) = (absorbed + 1, after);
+                    }
+                    _ => return false,
+                }
+            }
         }
-        (0..=components.len()).any(|start| match_from(&components[start..], pattern))
-    }
-}
-
-fn match_from(components: &[&str], pattern: &[String]) -> bool {
-    match pattern.split_first() {
-        None => components.is_empty(),
-        Some((head, rest)) if head == "**" => (0..=components.len()).any(|skip| match_from(&components[skip..], rest)),
-        Some((head, rest)) => match components.split_first() {
-            Some((c, cs)) => component_matches(c, head) && match_from(cs, rest),
-            None => false,
-        },
     }
 }
 
 /// Glob match of one path component (`*` matches any run of characters), ASCII case-insensitive.
+/// Greedy with one point to return to: at most |component| × |pattern| comparisons, and the
+/// pattern is a short catalogue entry.
 fn component_matches(component: &str, pattern: &str) -> bool {
     let c = component.as_bytes();
     let p = pattern.as_bytes();
     let (mut ci, mut pi) = (0, 0);
     let (mut star, mut mark) = (None, 0);
     while ci < c.len() {
+        crate::work::step(1);
         if pi < p.len() && p[pi] != b'*' && p[pi].eq_ignore_ascii_case(&c[ci]) {
             ci += 1;
             pi += 1;
@@ -159,5 +194,33 @@ mod tests {
         assert!(!ImageRef::parse("acme/myproxy").matches_components(&pat("proxy")));
         assert!(ImageRef::parse("cr.l5d.io/linkerd/proxy:stable-2.14.10").matches_components(&pat("linkerd/proxy")));
         assert!(!ImageRef::parse("acme/proxy").matches_components(&pat("linkerd/proxy")));
+    }
+
+    #[test]
+    fn double_stars_match_any_number_of_components_anywhere() {
+        let cases = [
+            ("a/**/b", "a/b", true),
+            ("a/**/b", "x/a/c/d/b", true),
+            ("a/**/b", "a/c/d", false),
+            ("a/**/b", "b", false),
+            ("a/**/b/**/c", "r/a/x/b/y/z/c", true),
+            ("a/**/b/**/c", "r/a/x/c/y/b", false),
+            ("a/**", "gcr.io/a/x/y", true),
+            ("a/**", "gcr.io/b/x/y", false),
+            ("**/a", "a", true),
+            ("a*/**/b*", "x/ab/q/bc", true),
+        ];
+        for (pattern, image, expected) in cases {
+            assert_eq!(ImageRef::parse(image).matches_components(&pat(pattern)), expected, "{pattern} vs {image}");
+        }
+    }
+
+    #[test]
+    fn references_longer_than_a_registry_allows_match_nothing() {
+        let p = pat("cloud-sql-connectors/**/cloud-sql-proxy");
+        let at_limit = format!("{}/cloud-sql-connectors/cloud-sql-proxy", "r".repeat(MAX_REPOSITORY_LEN - 37));
+        assert_eq!(at_limit.len(), MAX_REPOSITORY_LEN);
+        assert!(ImageRef::parse(&at_limit).matches_components(&p));
+        assert!(!ImageRef::parse(&format!("r{at_limit}:2.8.0")).matches_components(&p));
     }
 }

@@ -2,12 +2,81 @@
 //! only the values podmedic reads, numbers kept as their text, and structs that must be JSON objects.
 
 use std::borrow::Cow;
+use std::cell::Cell;
 use std::fmt;
+use std::marker::PhantomData;
 
 use serde::Deserialize;
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use crate::annotations::is_read_annotation;
+
+/// Most list items and map entries the view holds for one object: containers, environment
+/// variables, ports, arguments, labels, annotations, resources, podFailurePolicy rules and their
+/// exit codes, counted together. An object with more is not read (the webhook lets it through
+/// unchanged, with a warning): each item costs the view more memory than the JSON it came from
+/// (an argument `"",` is 3 bytes of JSON and 24 of view), so this bounds what one request can make
+/// podmedic hold, whatever its size. A real Pod has hundreds.
+pub const MAX_ITEMS: usize = 50_000;
+
+/// Most containers in one list of a pod spec (`containers`, `initContainers`,
+/// `ephemeralContainers`): a container costs the view about 300 bytes, however few it takes in the
+/// JSON. A real Pod has a handful.
+pub const MAX_CONTAINERS: usize = 1_000;
+
+thread_local! {
+    /// Items decoded so far in the current object (see [`with_item_count`]).
+    static ITEMS: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Runs one decoding of an object, counting its items from zero.
+pub(crate) fn with_item_count<R>(decode: impl FnOnce() -> R) -> R {
+    ITEMS.set(0);
+    let result = decode();
+    ITEMS.set(0);
+    result
+}
+
+/// Counts one item of the object being decoded; an error past [`MAX_ITEMS`].
+fn count_item<E: de::Error>() -> Result<(), E> {
+    let items = ITEMS.get() + 1;
+    ITEMS.set(items);
+    if items > MAX_ITEMS {
+        return Err(E::custom(format!(
+            "more than {MAX_ITEMS} list items and map entries; podmedic does not read objects this large"
+        )));
+    }
+    Ok(())
+}
+
+/// A list whose items are counted (see [`MAX_ITEMS`]), and of at most `MAX` items.
+struct Items<T, const MAX: usize = { usize::MAX }>(Vec<T>);
+
+impl<'de, T: Deserialize<'de>, const MAX: usize> Deserialize<'de> for Items<T, MAX> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T, const MAX: usize>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>, const MAX: usize> Visitor<'de> for V<T, MAX> {
+            type Value = Items<T, MAX>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a list")
+            }
+            fn visit_seq<S: SeqAccess<'de>>(self, mut seq: S) -> Result<Self::Value, S::Error> {
+                let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
+                while let Some(item) = seq.next_element()? {
+                    if out.len() == MAX {
+                        return Err(de::Error::custom(format!(
+                            "a list of more than {MAX} items; podmedic does not read such a Pod"
+                        )));
+                    }
+                    count_item()?;
+                    out.push(item);
+                }
+                Ok(Items(out))
+            }
+        }
+        d.deserialize_seq(V(PhantomData))
+    }
+}
 
 /// A small string map that keeps the input's order, with borrowed keys and values.
 ///
@@ -74,6 +143,7 @@ impl<'de> Visitor<'de> for StrMapVisitor {
     fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
         let mut out = Vec::with_capacity(map.size_hint().unwrap_or(4).min(64));
         while let Some(key) = map.next_key::<Text<'de>>()? {
+            count_item()?;
             let value = if (self.keep_value)(&key) {
                 Text(map.next_value::<Scalar<'de>>()?.0)
             } else {
@@ -206,7 +276,23 @@ pub(super) fn object<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Re
 
 /// An optional list whose items must be JSON objects.
 pub(super) fn objects<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Vec<T>>, D::Error> {
-    Ok(Option::<Vec<MapOnly<T>>>::deserialize(d)?.map(|v| v.into_iter().map(|m| m.0).collect()))
+    Ok(Option::<Items<MapOnly<T>>>::deserialize(d)?.map(|v| v.0.into_iter().map(|m| m.0).collect()))
+}
+
+/// A list of containers: [`objects`], at most [`MAX_CONTAINERS`] of them.
+pub(super) fn containers<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Vec<T>>, D::Error> {
+    let list = Option::<Items<MapOnly<T>, MAX_CONTAINERS>>::deserialize(d)?;
+    Ok(list.map(|v| v.0.into_iter().map(|m| m.0).collect()))
+}
+
+/// An optional list of values (arguments), counted.
+pub(super) fn items<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Vec<T>>, D::Error> {
+    Ok(Option::<Items<T>>::deserialize(d)?.map(|v| v.0))
+}
+
+/// A list of values that may be missing (an empty list then), counted.
+pub(super) fn counted<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Vec<T>, D::Error> {
+    Ok(Items::<T>::deserialize(d)?.0)
 }
 
 /// Deserializes any value (skipping it) and records whether it was present and not null.

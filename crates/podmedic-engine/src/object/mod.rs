@@ -16,12 +16,15 @@ mod decode;
 mod placement;
 mod probe;
 mod references;
+mod source;
 
-pub use decode::{StrMap, Text};
-use decode::{object, objects, podmedic_annotations, present};
+pub(crate) use decode::with_item_count;
+pub use decode::{MAX_CONTAINERS, MAX_ITEMS, StrMap, Text};
+use decode::{containers, counted, items, object, objects, podmedic_annotations, present};
 pub use placement::{Affinity, NodeAffinity, NodeSelector, NodeSelectorTerm, SelectorRequirement, Toleration};
 pub use probe::{ExecAction, GrpcAction, HttpGetAction, PortRef, Probe, TcpSocketAction};
 pub use references::{EnvFromSource, EnvVarSource, Projected, Projection, Reference, Volume};
+pub use source::Source;
 
 /// Any Kubernetes object podmedic may look at.
 #[derive(Debug, Default, Deserialize)]
@@ -39,21 +42,27 @@ pub struct Object<'a> {
     /// The spec; a union of the fields of PodSpec, JobSpec, CronJobSpec and workload specs.
     #[serde(default, borrow, deserialize_with = "object")]
     pub spec: Option<Spec<'a>>,
+    /// Where the object's raw JSON can be read again (set by the constructors below and by the
+    /// admission handler).
+    #[serde(skip)]
+    pub source: Source<'a>,
 }
 
 impl<'a> Object<'a> {
-    /// Decodes the view from JSON text.
+    /// Decodes the view from JSON text (at most [`MAX_ITEMS`] items, [`MAX_CONTAINERS`] per list).
     pub fn from_json(raw: &'a str) -> Result<Object<'a>, MutateError> {
         let mut de = serde_json::Deserializer::from_str(raw);
-        let object: Option<Object<'a>> = serde_path_to_error::deserialize(&mut de).map_err(malformed)?;
+        let object: Option<Object<'a>> =
+            with_item_count(|| serde_path_to_error::deserialize(&mut de)).map_err(malformed)?;
         de.end().map_err(|e| MutateError::Malformed(e.to_string()))?;
-        Ok(object.unwrap_or_default())
+        Ok(Object { source: Source::Json(raw), ..object.unwrap_or_default() })
     }
 
-    /// Decodes the view from a parsed value.
+    /// Decodes the view from a parsed value (with the same limits).
     pub fn from_value(value: &'a serde_json::Value) -> Result<Object<'a>, MutateError> {
-        let object: Option<Object<'a>> = serde_path_to_error::deserialize(value).map_err(malformed)?;
-        Ok(object.unwrap_or_default())
+        let object: Option<Object<'a>> =
+            with_item_count(|| serde_path_to_error::deserialize(value)).map_err(malformed)?;
+        Ok(Object { source: Source::Value(value), ..object.unwrap_or_default() })
     }
 }
 
@@ -128,13 +137,13 @@ pub struct Spec<'a> {
     #[serde(default, borrow)]
     pub restart_policy: Option<Text<'a>>,
     /// PodSpec: regular containers.
-    #[serde(default, borrow, deserialize_with = "objects")]
+    #[serde(default, borrow, deserialize_with = "containers")]
     pub containers: Option<Vec<Container<'a>>>,
     /// PodSpec: init containers, including native sidecars.
-    #[serde(default, borrow, deserialize_with = "objects")]
+    #[serde(default, borrow, deserialize_with = "containers")]
     pub init_containers: Option<Vec<Container<'a>>>,
     /// PodSpec: ephemeral containers (names only matter).
-    #[serde(default, borrow, deserialize_with = "objects")]
+    #[serde(default, borrow, deserialize_with = "containers")]
     pub ephemeral_containers: Option<Vec<Container<'a>>>,
     /// JobSpec and workload specs: the pod template.
     #[serde(default, borrow, deserialize_with = "object")]
@@ -209,7 +218,7 @@ pub struct Template<'a> {
 #[serde(rename_all = "camelCase")]
 pub struct PodFailurePolicy {
     /// The rules.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "counted")]
     pub rules: Vec<PodFailurePolicyRule>,
 }
 
@@ -236,7 +245,7 @@ pub struct OnExitCodes {
     #[serde(default)]
     pub operator: Option<String>,
     /// The exit codes.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "counted")]
     pub values: Vec<i64>,
 }
 
@@ -251,10 +260,10 @@ pub struct Container<'a> {
     #[serde(default, borrow)]
     pub image: Option<Text<'a>>,
     /// The command (entrypoint).
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "items")]
     pub command: Option<Vec<Text<'a>>>,
     /// The arguments.
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "items")]
     pub args: Option<Vec<Text<'a>>>,
     /// Environment variables.
     #[serde(default, borrow, deserialize_with = "objects")]

@@ -4,7 +4,7 @@
 use serde::Deserialize;
 
 use super::Text;
-use super::decode::{object, objects};
+use super::decode::{items, object, objects};
 
 /// `spec.affinity`, reduced to node affinity (pod affinity depends on other Pods, which podmedic
 /// cannot see).
@@ -57,7 +57,7 @@ pub struct SelectorRequirement<'a> {
     #[serde(default, borrow)]
     pub operator: Text<'a>,
     /// The values.
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "items")]
     pub values: Option<Vec<Text<'a>>>,
 }
 

@@ -6,7 +6,7 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
 
 use super::Text;
-use super::decode::object;
+use super::decode::{items, object};
 
 /// A probe (startup, readiness or liveness).
 #[derive(Debug, Default, Deserialize)]
@@ -98,7 +98,7 @@ pub struct GrpcAction<'a> {
 #[serde(rename_all = "camelCase")]
 pub struct ExecAction<'a> {
     /// The command.
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "items")]
     pub command: Option<Vec<Text<'a>>>,
 }
 

@@ -92,3 +92,31 @@ fn env_values_never_appear_in_debug_output() {
     let dbg = format!("{o:?}");
     assert!(dbg.contains("PASSWORD") && !dbg.contains("hunter2"));
 }
+
+#[test]
+fn the_view_holds_a_bounded_number_of_items() {
+    let containers = |n: usize| {
+        let list: Vec<String> = (0..n).map(|i| format!(r#"{{"name":"c{i}"}}"#)).collect();
+        format!(r#"{{"spec":{{"containers":[{}]}}}}"#, list.join(","))
+    };
+    assert_eq!(Object::from_json(&containers(MAX_CONTAINERS)).unwrap().spec.unwrap().containers.unwrap().len(), 1000);
+    let err = Object::from_json(&containers(MAX_CONTAINERS + 1)).unwrap_err().to_string();
+    assert!(err.contains("spec.containers") && err.contains("more than 1000 items"), "{err}");
+
+    // Items are counted across the whole object: arguments of many containers, and map entries.
+    let args = vec![r#""""#; MAX_ITEMS / 4].join(",");
+    let many: Vec<String> = (0..4).map(|i| format!(r#"{{"name":"c{i}","args":[{args}]}}"#)).collect();
+    let at_limit = format!(r#"{{"spec":{{"containers":[{}]}}}}"#, many.join(","));
+    let err = Object::from_json(&at_limit).unwrap_err().to_string();
+    assert!(err.contains(&format!("more than {MAX_ITEMS} list items")), "the 4 containers count too: {err}");
+    let labels: Vec<String> = (0..MAX_ITEMS + 1).map(|i| format!(r#""l{i}":"""#)).collect();
+    let err = Object::from_json(&format!(r#"{{"metadata":{{"labels":{{{}}}}}}}"#, labels.join(","))).unwrap_err();
+    assert!(err.to_string().contains("list items and map entries"), "{err}");
+
+    // The count starts again with each object.
+    let half: Vec<String> = (0..MAX_ITEMS / 2).map(|i| format!(r#""l{i}":"""#)).collect();
+    let half = format!(r#"{{"metadata":{{"labels":{{{}}}}}}}"#, half.join(","));
+    for _ in 0..3 {
+        Object::from_json(&half).unwrap();
+    }
+}

@@ -130,3 +130,30 @@ fn the_readme_lists_every_catalogue_entry_with_its_image_paths() {
         }
     }
 }
+
+#[test]
+fn the_first_entry_in_catalogue_order_wins_whichever_way_it_matched() {
+    let p = Policy::from_yaml_str(
+        &format!(
+            "{HEADER}catalogue:\n  sidecars:\n  \
+             - {{name: by-arg, images: [acme/tool], requiresArg: serve}}\n  \
+             - {{name: by-wildcard, images: ['acme/tool*']}}\n  \
+             - {{name: by-name, containerNames: [shipper], images: [other/thing]}}\n  \
+             - {{name: by-path, images: ['mirror/**/acme/tool']}}\n"
+        ),
+        "policy.yaml",
+    )
+    .unwrap();
+    let found = |name: &str, image: &str, words: &[&str]| {
+        let image = ImageRef::parse(image);
+        p.sidecar_for(name, Some(&image), &|w| words.contains(&w)).map(|profile| profile.name.clone())
+    };
+    assert_eq!(found("c", "gcr.io/ACME/Tool:1", &["serve"]).as_deref(), Some("by-arg"));
+    assert_eq!(found("c", "gcr.io/acme/tool:1", &[]).as_deref(), Some("by-wildcard"), "the next entry, not none");
+    assert_eq!(found("c", "acme/toolbox", &[]).as_deref(), Some("by-wildcard"));
+    assert_eq!(found("shipper", "mirror/x/acme/tool", &["serve"]).as_deref(), Some("by-arg"), "catalogue order");
+    assert_eq!(found("shipper", "busybox", &[]).as_deref(), Some("by-name"));
+    assert_eq!(found("c", "mirror/x/other/tool", &[]), None);
+    let overlong = format!("{}/acme/tool", "r".repeat(300));
+    assert_eq!(found("c", &overlong, &["serve"]), None, "longer than a registry accepts");
+}

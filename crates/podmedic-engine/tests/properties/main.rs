@@ -8,8 +8,9 @@
 //! regular container, puts `restartPolicy: Always` only on init containers, never changes what the
 //! user set, keeps unknown fields, never requests more than a limit allows nor where Kubernetes
 //! sets requests from limits or pod-level resources are set, gives each proxy a health port no
-//! other container declares or got, adds no probe or health flag on the node's network, and keeps
-//! `podmedic.io/changes` within its cap.
+//! other container declares or got, adds no probe or health flag on the node's network, keeps
+//! `podmedic.io/changes` within its cap, and records each move with the fingerprint of the
+//! container as the user wrote it (`podmedic.io/moved`).
 //!
 //! The case counts add up to 11,000 per `cargo test` run. To run a longer campaign:
 //! `PROPTEST_CASES=100000 cargo test -p podmedic-engine --test properties` (the count then applies to each test).
@@ -19,15 +20,26 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::LazyLock;
 
+use podmedic_engine::annotations::MOVED_ANNOTATION;
 use podmedic_engine::policy::{Policy, ResourceDefaults};
+use podmedic_engine::record::{MovedRecord, fingerprint};
 use podmedic_engine::{Context, NamespaceSettings, NativeSidecars, mutate_json, mutate_value};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use serde_json::{Map, Value, json};
 
+mod growth;
 mod model;
 mod read_back;
 mod values;
+
+// The bodies of the engine's benchmark, and the hostile ones shared with the load harness.
+#[allow(dead_code)]
+#[path = "../../benches/admission/bodies.rs"]
+mod bodies;
+#[allow(dead_code)]
+#[path = "../../benches/admission/hostile.rs"]
+mod hostile;
 
 use model::*;
 use read_back::*;
@@ -230,12 +242,29 @@ fn check(before: &Value, ctx: &Context<'_>) -> Result<(), TestCaseError> {
         }
     }
 
-    // 9. The changes record podmedic writes stays within its cap.
-    for meta in ["/metadata", &format!("{}/metadata", spec_ptr.trim_end_matches("/spec"))] {
+    // 9. The changes record podmedic writes stays within its cap, on the object and on its pod
+    // (template).
+    let pod_meta = spec_ptr
+        .strip_suffix("/spec")
+        .filter(|t| !t.is_empty())
+        .map_or("/metadata".to_owned(), |t| format!("{t}/metadata"));
+    for meta in ["/metadata", pod_meta.as_str()] {
         let record = |v: &Value| v.pointer(&format!("{meta}/annotations/podmedic.io~1changes")).cloned();
         if let (Some(Value::String(after)), true) = (record(&after), record(before) != record(&after)) {
             prop_assert!(after.len() <= podmedic_engine::MAX_CHANGES_LEN, "changes record of {} bytes", after.len());
         }
+    }
+
+    // 10. podmedic records, for itself, every container it moved and, in a template (a Pod's
+    // containers never change after its creation), what the user wrote.
+    let record = after.pointer(&format!("{pod_meta}/annotations")).and_then(|a| a.get(MOVED_ANNOTATION));
+    let record = MovedRecord::from_annotation(record.and_then(Value::as_str));
+    for c in init_a.iter().filter(|c| moved(name_of(c))) {
+        let name = name_of(c);
+        prop_assert!(record.contains(name), "{}: not recorded", name);
+        let written = fingerprint(&Value::Object(original(name).clone()));
+        let expected = (before["kind"] != "Pod").then_some(written.as_str());
+        prop_assert_eq!(record.fingerprint(name), expected, "{}: fingerprint", name);
     }
     Ok(())
 }

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use podmedic_engine::annotations::CHANGES_ANNOTATION;
+use podmedic_engine::annotations::{CHANGES_ANNOTATION, MOVED_ANNOTATION};
 use serde_json::{Map, Value};
 
 pub(crate) fn pod_spec_pointer(object: &Value) -> &'static str {
@@ -70,8 +70,9 @@ pub(crate) fn outside_containers(object: &Value) -> Value {
         let Some(meta) = v.pointer_mut(meta_ptr).and_then(Value::as_object_mut) else { continue };
         if let Some(annotations) = meta.get_mut("annotations").and_then(Value::as_object_mut) {
             annotations.remove(CHANGES_ANNOTATION);
+            annotations.remove(MOVED_ANNOTATION);
         }
-        // A missing or null annotations map may become one holding only the changes annotation.
+        // A missing or null annotations map may become one holding only podmedic's records.
         if meta.get("annotations").is_some_and(|a| a.is_null() || a.as_object().is_some_and(Map::is_empty)) {
             meta.remove("annotations");
         }

@@ -4,7 +4,8 @@
 //! Entries are separated by `; `. A rewrite keeps the previous entries, adds the new ones, drops
 //! repeats, and stops at [`MAX_CHANGES_LEN`] bytes with a visible `... and N more` marker (the
 //! count carries over to the next rewrite). Objects have a 256 KiB budget for all annotations; a
-//! record of a few KiB leaves it to the user. Nothing reads this text back for a decision.
+//! record of a few KiB leaves it to the user. Decisions read the machine-readable record
+//! ([`super::moved`]) instead; only convergence still reads the moves an older podmedic wrote here.
 
 use std::collections::HashSet;
 
@@ -22,6 +23,7 @@ pub(crate) fn rewrite(previous: Option<&str>, new: &[String]) -> String {
     let mut entries: Vec<&str> = Vec::new();
     let previous = previous.into_iter().flat_map(|p| p.split(SEPARATOR));
     for entry in previous.chain(new.iter().map(String::as_str)).map(str::trim).filter(|e| !e.is_empty()) {
+        crate::work::step(1);
         if let Some(count) = marker_count(entry) {
             hidden = hidden.saturating_add(count);
         } else if seen.insert(entry) {

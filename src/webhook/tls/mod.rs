@@ -1,31 +1,30 @@
-//! Serving certificates: loading, hot reload, and the rustls server configuration.
+//! Serving certificates and client CAs: loading, hot reload, and the rustls server configuration.
 //!
 //! The certificate is served through [`CertResolver`], a rustls `ResolvesServerCert` backed by an
 //! `ArcSwap`, so a new pair replaces the old one without locks and without a restart; handshakes
-//! in progress keep the pair they started with.
-//!
-//! [`CertReloader`] re-reads the certificate and key *by path* on a timer and compares contents.
-//! Watching files for events would miss the kubelet's update of a mounted Secret, which writes a
-//! new timestamped directory and atomically renames the `..data` symlink over the old one: the
-//! files named in the mount (`tls.crt -> ..data/tls.crt`) never change themselves. Both files are
-//! loaded and checked as a pair; a pair that does not parse or whose key does not match the
-//! certificate is refused and the old one kept.
+//! in progress keep the pair they started with. The client CA (`--client-ca`) lives in the
+//! server configuration itself, so a new CA bundle means a new configuration, swapped the same
+//! way and used from the next connection on (`reload.rs`).
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use rustls::crypto::CryptoProvider;
+use rustls::server::danger::ClientCertVerifier;
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-use super::metrics::Metrics;
 use crate::pki::{PkiError, generate_ca_and_leaf};
+
+mod reload;
+
+pub use reload::{CertFiles, CertReloader, ReloadOutcome};
 
 /// ALPN protocols offered, preferred first. The API server speaks both.
 pub const ALPN_PROTOCOLS: [&[u8]; 2] = [b"h2", b"http/1.1"];
@@ -173,127 +172,6 @@ pub fn certified_key_from_pem(
     })
 }
 
-/// The certificate and key files of `--tls-cert` and `--tls-key`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CertFiles {
-    /// PEM certificate chain.
-    pub cert: PathBuf,
-    /// PEM private key.
-    pub key: PathBuf,
-}
-
-/// What one look at the files found.
-#[derive(Debug)]
-pub enum ReloadOutcome {
-    /// The files are as last seen.
-    Unchanged,
-    /// A new pair was loaded and is being served.
-    Reloaded,
-    /// The files changed but the new pair was refused; the old one is still served.
-    Refused(TlsError),
-}
-
-/// Re-reads a certificate pair and swaps it into a [`CertResolver`] when it changed.
-#[derive(Debug)]
-pub struct CertReloader {
-    files: CertFiles,
-    resolver: Arc<CertResolver>,
-    /// The contents last read, loaded or refused, so that a bad pair is reported once.
-    seen: (Vec<u8>, Vec<u8>),
-}
-
-impl CertReloader {
-    /// Loads the pair; fails when it cannot be used, since there is nothing to serve yet.
-    pub fn load(files: CertFiles) -> Result<CertReloader, TlsError> {
-        let (cert_pem, key_pem) = read_pair(&files)?;
-        let key = certified_key_from_pem(&cert_pem, &key_pem, &path_text(&files.cert), &path_text(&files.key))?;
-        Ok(CertReloader { files, resolver: Arc::new(CertResolver::new(key)), seen: (cert_pem, key_pem) })
-    }
-
-    /// The resolver this reloader updates.
-    pub fn resolver(&self) -> Arc<CertResolver> {
-        self.resolver.clone()
-    }
-
-    /// Reads both files again and swaps the pair in when their contents changed and are valid.
-    pub fn reload(&mut self) -> ReloadOutcome {
-        let (cert_pem, key_pem) = match read_pair(&self.files) {
-            Ok(pair) => pair,
-            // A missing file is usually the middle of an update by hand; do not count it until
-            // it persists with new contents.
-            Err(e) => return ReloadOutcome::Refused(e),
-        };
-        if (&cert_pem, &key_pem) == (&self.seen.0, &self.seen.1) {
-            return ReloadOutcome::Unchanged;
-        }
-        let outcome = match certified_key_from_pem(
-            &cert_pem,
-            &key_pem,
-            &path_text(&self.files.cert),
-            &path_text(&self.files.key),
-        ) {
-            Ok(key) => {
-                self.resolver.replace(key);
-                ReloadOutcome::Reloaded
-            }
-            Err(e) => ReloadOutcome::Refused(e),
-        };
-        self.seen = (cert_pem, key_pem);
-        outcome
-    }
-
-    /// Reloads every `interval` until the task is dropped, logging and counting each change.
-    pub async fn run(mut self, interval: Duration, metrics: Arc<Metrics>) {
-        let mut ticker = tokio::time::interval(interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        ticker.tick().await;
-        let mut last_read_error: Option<String> = None;
-        loop {
-            ticker.tick().await;
-            // Reading two small files; done off the async workers so a slow volume cannot stall them.
-            let (reloader, outcome) = match tokio::task::spawn_blocking(move || {
-                let outcome = self.reload();
-                (self, outcome)
-            })
-            .await
-            {
-                Ok(done) => done,
-                Err(e) => {
-                    tracing::error!(error = %e, "certificate reload task failed; no more reloads");
-                    return;
-                }
-            };
-            self = reloader;
-            match outcome {
-                ReloadOutcome::Unchanged => last_read_error = None,
-                ReloadOutcome::Reloaded => {
-                    last_read_error = None;
-                    metrics.tls_reload(true);
-                    metrics.tls_certificate_served(not_after(&self.resolver.current()));
-                    tracing::info!(cert = %path_text(&self.files.cert), "serving the new TLS certificate");
-                }
-                ReloadOutcome::Refused(e @ TlsError::Read { .. }) => {
-                    let message = e.to_string();
-                    if last_read_error.as_deref() != Some(&message) {
-                        tracing::warn!(error = %message, "cannot read the TLS certificate files; still serving the previous certificate");
-                        last_read_error = Some(message);
-                    }
-                }
-                ReloadOutcome::Refused(e) => {
-                    last_read_error = None;
-                    metrics.tls_reload(false);
-                    tracing::error!(error = %e, "refused the new TLS certificate; still serving the previous one");
-                }
-            }
-        }
-    }
-}
-
-fn read_pair(files: &CertFiles) -> Result<(Vec<u8>, Vec<u8>), TlsError> {
-    let read = |path: &Path| std::fs::read(path).map_err(|source| TlsError::Read { path: path_text(path), source });
-    Ok((read(&files.cert)?, read(&files.key)?))
-}
-
 fn path_text(path: &Path) -> String {
     path.display().to_string()
 }
@@ -309,11 +187,17 @@ pub fn ephemeral(ca_file: &Path) -> Result<CertifiedKey, TlsError> {
 }
 
 /// Loads a PEM CA bundle for verifying client certificates.
-pub fn client_verifier(ca_file: &Path) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, TlsError> {
+pub fn client_verifier(ca_file: &Path) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
     let path = path_text(ca_file);
     let pem = std::fs::read(ca_file).map_err(|source| TlsError::Read { path: path.clone(), source })?;
+    client_verifier_from_pem(&pem, &path)
+}
+
+/// A verifier of client certificates signed by the CAs of a PEM bundle; `path` names it in errors.
+pub fn client_verifier_from_pem(pem: &[u8], path: &str) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
+    let path = path.to_owned();
     let mut roots = RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(&pem) {
+    for cert in CertificateDer::pem_slice_iter(pem) {
         let cert = cert.map_err(|e| TlsError::ClientCa { path: path.clone(), detail: e.to_string() })?;
         roots.add(cert).map_err(|e| TlsError::ClientCa { path: path.clone(), detail: e.to_string() })?;
     }
@@ -328,10 +212,18 @@ pub fn client_verifier(ca_file: &Path) -> Result<Arc<dyn rustls::server::danger:
 /// The rustls server configuration: TLS 1.3 and 1.2, ALPN `h2` and `http/1.1`, certificates from
 /// `resolver`, and client certificates verified when `client_ca` is given.
 pub fn server_config(resolver: Arc<CertResolver>, client_ca: Option<&Path>) -> Result<ServerConfig, TlsError> {
+    server_config_with(resolver, client_ca.map(client_verifier).transpose()?)
+}
+
+/// [`server_config`] with a client certificate verifier already built.
+pub fn server_config_with(
+    resolver: Arc<CertResolver>,
+    client_verifier: Option<Arc<dyn ClientCertVerifier>>,
+) -> Result<ServerConfig, TlsError> {
     let builder = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?;
-    let builder = match client_ca {
-        Some(ca) => builder.with_client_cert_verifier(client_verifier(ca)?),
+    let builder = match client_verifier {
+        Some(verifier) => builder.with_client_cert_verifier(verifier),
         None => builder.with_no_client_auth(),
     };
     let mut config = builder.with_cert_resolver(resolver);
@@ -343,7 +235,7 @@ pub fn server_config(resolver: Arc<CertResolver>, client_ca: Option<&Path>) -> R
 mod tests {
     use super::*;
 
-    fn bundle() -> crate::pki::CertBundle {
+    pub(super) fn bundle() -> crate::pki::CertBundle {
         generate_ca_and_leaf("localhost", &["localhost".into()], Duration::from_secs(3600)).unwrap()
     }
 
@@ -385,30 +277,6 @@ mod tests {
         ));
         // A certificate where the key should be.
         assert!(certified_key_from_pem(b.cert_pem.as_bytes(), b.cert_pem.as_bytes(), "c", "k").is_err());
-    }
-
-    #[test]
-    fn reloads_only_when_contents_change_and_keeps_the_old_pair_on_error() {
-        let dir = tempfile::tempdir().unwrap();
-        let files = CertFiles { cert: dir.path().join("tls.crt"), key: dir.path().join("tls.key") };
-        let first = bundle();
-        std::fs::write(&files.cert, &first.cert_pem).unwrap();
-        std::fs::write(&files.key, &first.key_pem).unwrap();
-        let mut reloader = CertReloader::load(files.clone()).unwrap();
-        let resolver = reloader.resolver();
-        let served = resolver.current().cert[0].clone();
-        assert!(matches!(reloader.reload(), ReloadOutcome::Unchanged));
-
-        let other = bundle();
-        std::fs::write(&files.cert, &other.cert_pem).unwrap();
-        assert!(matches!(reloader.reload(), ReloadOutcome::Refused(TlsError::KeyMismatch { .. })));
-        assert_eq!(resolver.current().cert[0], served);
-        // The same bad pair is not reported again.
-        assert!(matches!(reloader.reload(), ReloadOutcome::Unchanged));
-
-        std::fs::write(&files.key, &other.key_pem).unwrap();
-        assert!(matches!(reloader.reload(), ReloadOutcome::Reloaded));
-        assert_ne!(resolver.current().cert[0], served);
     }
 
     #[test]
