@@ -4,14 +4,13 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Parser;
 use podmedic::cli::{Cli, Command, LogArgs, LogFormat};
 use podmedic::commands;
 use podmedic::webhook::{self, ServeConfig};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_args();
     init_tracing(&cli.logging);
     match run(cli.command) {
         Ok(code) => code,

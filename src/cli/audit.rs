@@ -33,6 +33,10 @@ pub enum OutputFormat {
     Table,
     /// One JSON document for scripts.
     Json,
+    /// SARIF 2.1.0 (results with logical locations: namespace, kind, name).
+    Sarif,
+    /// JUnit XML: one test case per object the audit names.
+    Junit,
 }
 
 impl From<OutputFormat> for audit::OutputFormat {
@@ -40,6 +44,8 @@ impl From<OutputFormat> for audit::OutputFormat {
         match format {
             OutputFormat::Table => audit::OutputFormat::Table,
             OutputFormat::Json => audit::OutputFormat::Json,
+            OutputFormat::Sarif => audit::OutputFormat::Sarif,
+            OutputFormat::Junit => audit::OutputFormat::Junit,
         }
     }
 }
@@ -77,6 +83,9 @@ mod tests {
         assert_eq!(one.kubeconfig.as_deref(), Some(std::path::Path::new("/tmp/k")));
         assert!(Cli::try_parse_from(["audit", "-n", "a", "-A"]).is_err());
         assert!(Cli::try_parse_from(["audit", "-o", "yaml"]).is_err());
+        let sarif = Cli::try_parse_from(["audit", "-A", "-o", "sarif"]).unwrap().audit;
+        assert_eq!(AuditConfig::from(sarif).output, audit::OutputFormat::Sarif);
+        assert_eq!(Cli::try_parse_from(["audit", "-o", "junit"]).unwrap().audit.output, OutputFormat::Junit);
         let config = AuditConfig::from(all);
         assert!(config.all_namespaces && config.output == audit::OutputFormat::Json);
     }

@@ -13,7 +13,10 @@ mod fix;
 mod serve;
 mod units;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::ffi::OsString;
+use std::path::Path;
+
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 pub use audit::AuditArgs;
 pub use certs::CertsArgs;
@@ -48,6 +51,33 @@ pub enum Command {
     Audit(AuditArgs),
 }
 
+/// The name kubectl plugins go by: kubectl runs an executable `kubectl-podmedic` on `PATH` for
+/// `kubectl podmedic ...`, passing the words after `podmedic`.
+pub const KUBECTL_PLUGIN: &str = "kubectl-podmedic";
+
+impl Cli {
+    /// Parses the process's arguments, exiting with clap's message on an error or `--help`.
+    pub fn parse_args() -> Cli {
+        let args: Vec<OsString> = std::env::args_os().collect();
+        let invoked_as = args.first().cloned().unwrap_or_default();
+        let matches = command_for(Path::new(&invoked_as)).get_matches_from(args);
+        Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    }
+}
+
+/// The command line as the binary was invoked: when its file name is `kubectl-podmedic` (a link
+/// or a copy, as krew installs plugins), help and usage say `kubectl podmedic`, and `serve`, which
+/// runs in the cluster and not beside kubectl, is hidden (it still works).
+pub fn command_for(invoked_as: &Path) -> clap::Command {
+    let name = invoked_as.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    let command = Cli::command();
+    if name.strip_suffix(".exe").unwrap_or(name) == KUBECTL_PLUGIN {
+        command.bin_name("kubectl podmedic").display_name("kubectl podmedic").mut_subcommand("serve", |s| s.hide(true))
+    } else {
+        command
+    }
+}
+
 /// How logs are written.
 #[derive(Debug, Clone, Args)]
 pub struct LogArgs {
@@ -77,6 +107,25 @@ mod tests {
     #[test]
     fn the_command_line_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn as_a_kubectl_plugin_help_says_kubectl_podmedic() {
+        let help = |argv0: &str, args: &[&str]| {
+            let mut command = command_for(Path::new(argv0));
+            let err = command.try_get_matches_from_mut([argv0].iter().chain(args)).unwrap_err();
+            err.render().to_string()
+        };
+        let plugin = help("/home/me/.krew/bin/kubectl-podmedic", &["--help"]);
+        assert!(plugin.contains("Usage: kubectl podmedic [OPTIONS] <COMMAND>"), "{plugin}");
+        assert!(!plugin.contains("  serve "), "serve is hidden from kubectl users: {plugin}");
+        let fix = help("kubectl-podmedic", &["fix", "--help"]);
+        assert!(fix.contains("Usage: kubectl podmedic fix [OPTIONS]"), "{fix}");
+        let plain = help("/usr/local/bin/podmedic", &["--help"]);
+        assert!(plain.contains("Usage: podmedic [OPTIONS] <COMMAND>") && plain.contains("  serve "), "{plain}");
+        // The hidden subcommand still parses.
+        let matches = command_for(Path::new("kubectl-podmedic")).try_get_matches_from(["kubectl-podmedic", "serve"]);
+        assert!(matches.is_ok());
     }
 
     #[test]

@@ -7,3 +7,4 @@
 pub mod audit;
 pub mod certs;
 pub mod fix;
+pub mod report;

@@ -142,6 +142,7 @@ impl Server {
                 (CertReloader::load_with(None, Some(key), config.client_ca.clone())?, EPHEMERAL_RELOAD_INTERVAL)
             }
         };
+        metrics.tls_certificate_served(tls::not_after(&reloader.resolver().current()));
         if let Some(ca) = &config.client_ca {
             tracing::info!(client_ca = %ca.display(), "clients must present a certificate signed by the client CA");
         }

@@ -3,12 +3,14 @@
 //! Few metrics, each answering a question an operator asks: is the webhook answering, on which
 //! path (`/mutate`, `/warn`, `/converge`) and how fast (`admission_requests_total`,
 //! `admission_duration_seconds`), what is it changing (`changes_total`), did the certificate
-//! rotation work (`tls_reloads_total`), what goes wrong (`errors_total`), may it move sidecars
+//! rotation work (`tls_reloads_total`) and when does the certificate served expire
+//! (`tls_certificate_expiry_timestamp_seconds`), what goes wrong (`errors_total`), may it move sidecars
 //! here and why not (`native_sidecars_available`), what is in flight (`request_bytes_in_flight`,
 //! `engine_calls_in_flight`), and how the cluster watches fare (`cluster_*`). Every label value
 //! comes from a fixed set: `kind` is one of the kinds podmedic knows or `other`, whatever a
 //! request's body says.
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -100,6 +102,32 @@ pub struct Metrics {
     tls_reloads: Family<ResultLabels, Counter>,
     errors: Family<ReasonLabels, Counter>,
     live: Arc<Live>,
+    certificate_expiry: CertificateExpiry,
+}
+
+/// The `notAfter` of the serving certificate, exported once a certificate is served (before that
+/// there is no series, so an alert on an expiry in the past cannot fire on a start-up's 0).
+#[derive(Clone, Debug)]
+struct CertificateExpiry(Arc<AtomicI64>);
+
+impl CertificateExpiry {
+    const UNKNOWN: i64 = i64::MIN;
+}
+
+impl Collector for CertificateExpiry {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let not_after = self.0.load(Ordering::Relaxed);
+        if not_after == CertificateExpiry::UNKNOWN {
+            return Ok(());
+        }
+        let gauge = ConstGauge::new(not_after);
+        gauge.encode(encoder.encode_descriptor(
+            "tls_certificate_expiry_timestamp_seconds",
+            "notAfter of the serving certificate in use, in seconds since the Unix epoch; follows every reload",
+            None,
+            gauge.metric_type(),
+        )?)
+    }
 }
 
 /// What is read at each scrape: the request pipeline's state and the cluster watch.
@@ -147,9 +175,11 @@ impl Metrics {
         for result in ["success", "error"] {
             let _ = tls_reloads.get_or_create(&ResultLabels { result: result.into() });
         }
+        let certificate_expiry = CertificateExpiry(Arc::new(AtomicI64::new(CertificateExpiry::UNKNOWN)));
+        registry.register_collector(Box::new(certificate_expiry.clone()));
         let live = Arc::new(Live::default());
         registry.register_collector(Box::new(live.clone()));
-        Metrics { registry, requests, duration, changes, tls_reloads, errors, live }
+        Metrics { registry, requests, duration, changes, tls_reloads, errors, live, certificate_expiry }
     }
 
     /// Reports the budget's and the engine pool's state at each scrape (set once).
@@ -189,6 +219,14 @@ impl Metrics {
     pub fn tls_reload(&self, succeeded: bool) {
         let result = if succeeded { "success" } else { "error" };
         self.tls_reloads.get_or_create(&ResultLabels { result: result.to_owned() }).inc();
+    }
+
+    /// Records the `notAfter` (Unix seconds) of the certificate now served: at start and after each
+    /// reload. `None` (a certificate that cannot be parsed, which rustls would not serve) changes nothing.
+    pub fn tls_certificate_served(&self, not_after: Option<i64>) {
+        if let Some(at) = not_after {
+            self.certificate_expiry.0.store(at, Ordering::Relaxed);
+        }
     }
 
     /// The metrics in the OpenMetrics text format ([`CONTENT_TYPE`]).
@@ -310,5 +348,12 @@ mod tests {
         assert!(text.contains(r#"podmedic_admission_duration_seconds_bucket{le="0.0004"} 1"#), "{text}");
         assert!(text.contains(r#"podmedic_errors_total{reason="overloaded"} 1"#), "{text}");
         assert!(text.contains(r#"podmedic_tls_reloads_total{result="error"} 0"#), "{text}");
+        // No certificate served yet: no expiry series (an alert must not see a 0 as expired).
+        assert!(!text.contains("tls_certificate_expiry"), "{text}");
+        metrics.tls_certificate_served(Some(1_900_000_000));
+        metrics.tls_certificate_served(None);
+        let text = metrics.encode();
+        assert!(text.contains("# TYPE podmedic_tls_certificate_expiry_timestamp_seconds gauge"), "{text}");
+        assert!(text.contains("podmedic_tls_certificate_expiry_timestamp_seconds 1900000000\n"), "{text}");
     }
 }

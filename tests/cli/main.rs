@@ -10,4 +10,6 @@
 mod certs;
 mod deploy;
 mod fix;
+mod plugin;
 mod release;
+mod reports;

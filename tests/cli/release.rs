@@ -79,7 +79,9 @@ fn the_deployment_runs_the_image_of_this_version() {
 #[test]
 fn every_version_the_install_docs_and_manifests_name_is_this_one() {
     let mut files = files_below("deploy", &[".yaml", ".md"]);
-    files.extend(["README.md", "Dockerfile", "certs/README.md"].map(|f| root().join(f)));
+    files.extend(
+        ["README.md", "Dockerfile", "certs/README.md", "docs/ci.md", ".pre-commit-hooks.yaml"].map(|f| root().join(f)),
+    );
     let mut checked = 0;
     for file in files {
         let text = std::fs::read_to_string(&file).expect("read");
@@ -250,5 +252,34 @@ fn every_run_script_of_the_release_workflow_is_valid_bash() {
             let output = bash.wait_with_output().expect("bash -n");
             assert!(output.status.success(), "job {name}: {}\n{run}", String::from_utf8_lossy(&output.stderr));
         }
+    }
+}
+
+/// The krew manifest installs, for each platform the workflow builds, the archive the workflow
+/// makes (`podmedic-v<version>-<target>.tar.gz` holding `podmedic-v<version>-<target>/podmedic`),
+/// under the name `kubectl-podmedic` that makes podmedic speak as the plugin.
+#[test]
+fn the_krew_manifest_installs_the_release_archives_as_kubectl_podmedic() {
+    let manifest: Value = yaml_serde::from_str(&read("deploy/krew/podmedic.yaml")).expect("krew manifest");
+    assert_eq!(manifest["apiVersion"], "krew.googlecontainertools.github.com/v1alpha2");
+    assert_eq!((manifest["kind"].as_str(), manifest["metadata"]["name"].as_str()), (Some("Plugin"), Some("podmedic")));
+    assert_eq!(manifest["spec"]["version"], format!("v{VERSION}"));
+    let workflow = workflow();
+    let matrix = workflow["jobs"]["binaries"]["strategy"]["matrix"]["include"].as_array().expect("matrix");
+    let platforms = manifest["spec"]["platforms"].as_array().expect("platforms");
+    assert_eq!(platforms.len(), matrix.len());
+    for build in matrix {
+        let (target, arch) = (build["target"].as_str().expect("target"), build["arch"].as_str().expect("arch"));
+        let platform = platforms
+            .iter()
+            .find(|p| p["selector"]["matchLabels"]["arch"] == arch)
+            .unwrap_or_else(|| panic!("no krew platform for {arch}"));
+        assert_eq!(platform["selector"]["matchLabels"]["os"], "linux");
+        let archive = format!("podmedic-v{VERSION}-{target}");
+        assert!(platform["uri"].as_str().expect("uri").ends_with(&format!("/download/v{VERSION}/{archive}.tar.gz")));
+        assert_eq!(platform["bin"], "kubectl-podmedic");
+        let files = platform["files"].as_array().expect("files");
+        assert!(files.iter().any(|f| f["from"] == format!("{archive}/podmedic") && f["to"] == "kubectl-podmedic"));
+        assert_eq!(platform["sha256"].as_str().map(str::len), Some(64), "a sha256 per archive");
     }
 }

@@ -15,6 +15,7 @@ mod faults;
 mod hostile;
 mod http_errors;
 mod isolation;
+mod monitoring;
 mod shutdown;
 mod startup;
 mod tls;

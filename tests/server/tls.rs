@@ -42,11 +42,24 @@ async fn a_secret_updated_by_the_kubelet_is_served_without_a_restart() {
     let mut before = server.client().connect().await.unwrap();
     assert_eq!(before.peer_certificate, leaf_der(&server.pair.cert_pem));
 
-    let renewed = server.ca.server_pair("podmedic v2");
+    // The expiry of the certificate served is exported, and follows the rotation.
+    let expiry = |pem: &str| {
+        let (_, der) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).unwrap();
+        let not_after = der.parse_x509().unwrap().validity().not_after.timestamp();
+        format!("podmedic_tls_certificate_expiry_timestamp_seconds {not_after}\n")
+    };
+    let first = expiry(&server.pair.cert_pem);
+    assert!(server.get_plain("/metrics").await.text().contains(&first), "{first}");
+
+    let renewed = server.ca.server_pair_until("podmedic v2", (2031, 3, 1));
     server.mount.update(&renewed);
 
     wait_for_certificate(&server, &leaf_der(&renewed.cert_pem)).await;
     wait_for_metric(&server, r#"podmedic_tls_reloads_total{result="success"} 1"#).await;
+    let second = expiry(&renewed.cert_pem);
+    assert_ne!(first, second);
+    assert_eq!(second, "podmedic_tls_certificate_expiry_timestamp_seconds 1930089600\n");
+    assert!(server.get_plain("/metrics").await.text().contains(&second));
     // A connection made before the rotation keeps working.
     works(&mut before).await;
     works(&mut server.client().connect().await.unwrap()).await;

@@ -43,6 +43,14 @@ impl TestCa {
         self.issue(KeyPair::generate().expect("key"), common_name, ExtendedKeyUsagePurpose::ServerAuth)
     }
 
+    /// A serving certificate like [`TestCa::server_pair`] whose `notAfter` is the start of the day
+    /// `(year, month, day)`, UTC.
+    pub fn server_pair_until(&self, common_name: &str, (year, month, day): (i32, u8, u8)) -> Pair {
+        let mut params = Self::leaf_params(common_name, ExtendedKeyUsagePurpose::ServerAuth);
+        params.not_after = rcgen::date_time_ymd(year, month, day);
+        self.sign(params, KeyPair::generate().expect("key"))
+    }
+
     /// A serving certificate for the given key (PEM, for example RSA made by openssl).
     pub fn server_pair_for_key(&self, key_pem: &str, common_name: &str) -> Pair {
         let key = KeyPair::from_pem(key_pem).expect("parse the key");
@@ -55,12 +63,20 @@ impl TestCa {
     }
 
     fn issue(&self, key: KeyPair, common_name: &str, usage: ExtendedKeyUsagePurpose) -> Pair {
+        self.sign(Self::leaf_params(common_name, usage), key)
+    }
+
+    fn leaf_params(common_name: &str, usage: ExtendedKeyUsagePurpose) -> CertificateParams {
         let mut params = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).expect("names");
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CommonName, common_name);
         params.distinguished_name = dn;
         params.extended_key_usages = vec![usage];
         params.use_authority_key_identifier_extension = true;
+        params
+    }
+
+    fn sign(&self, params: CertificateParams, key: KeyPair) -> Pair {
         let issuer = Issuer::new(self.params.clone(), &self.key);
         let cert = params.signed_by(&key, &issuer).expect("sign");
         Pair { cert_pem: cert.pem(), key_pem: key.serialize_pem() }

@@ -17,6 +17,7 @@
 //! [`stuck_on_sidecar`] in `report.rs`, [`render_table`] in `table.rs`), which the tests feed with
 //! fixtures.
 
+mod ci;
 mod events;
 mod explain;
 mod read;
@@ -24,6 +25,7 @@ mod report;
 mod table;
 mod vpa;
 
+pub use ci::audit_findings;
 pub use events::{MAX_EVENTS_PER_POD, PodEvent, PodEvents};
 pub use explain::{Explaining, NotRunning, explain_pod, looks_troubled};
 pub use report::{
@@ -40,6 +42,7 @@ use k8s_openapi::jiff::Timestamp;
 use podmedic_engine::Policy;
 
 use crate::cluster;
+use crate::commands::report::{ReportFormat, write_report};
 use read::{read_capability, read_objects, read_vpas};
 
 /// How `podmedic audit` prints its report.
@@ -49,6 +52,10 @@ pub enum OutputFormat {
     Table,
     /// One JSON document for scripts.
     Json,
+    /// SARIF 2.1.0, results with logical locations (namespace, kind, name).
+    Sarif,
+    /// JUnit XML, one test case per object named.
+    Junit,
 }
 
 /// What `podmedic audit` looks at (from `cli::AuditArgs`).
@@ -93,6 +100,12 @@ pub async fn run(config: &AuditConfig) -> anyhow::Result<ExitCode> {
     match config.output {
         OutputFormat::Table => print!("{}", render_table(&report, Timestamp::now())),
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        OutputFormat::Sarif => {
+            write_report(&mut std::io::stdout().lock(), &audit_findings(&report), ReportFormat::Sarif)?
+        }
+        OutputFormat::Junit => {
+            write_report(&mut std::io::stdout().lock(), &audit_findings(&report), ReportFormat::Junit)?
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -436,3 +436,5 @@ fn a_vpa_sizing_a_sidecar_that_would_move_gets_a_note_in_the_table_and_the_json(
     let objects = ClusterObjects { vpas: vec![], ..objects };
     assert!(build_report(&objects, &policy(), available(), vec![]).would_change[0].notes.is_empty());
 }
+
+mod ci;

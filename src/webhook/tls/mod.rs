@@ -132,6 +132,14 @@ impl CertResolver {
     }
 }
 
+/// The `notAfter` of the key's leaf certificate, in seconds since the Unix epoch (what
+/// `podmedic_tls_certificate_expiry_timestamp_seconds` exports); `None` if it cannot be parsed.
+pub fn not_after(key: &CertifiedKey) -> Option<i64> {
+    let leaf = key.cert.first()?;
+    let (_, certificate) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
+    Some(certificate.validity().not_after.timestamp())
+}
+
 impl ResolvesServerCert for CertResolver {
     fn resolve(&self, _client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         Some(self.current.load_full())
@@ -229,6 +237,17 @@ mod tests {
 
     pub(super) fn bundle() -> crate::pki::CertBundle {
         generate_ca_and_leaf("localhost", &["localhost".into()], Duration::from_secs(3600)).unwrap()
+    }
+
+    #[test]
+    fn the_expiry_is_the_leaf_certificates_not_after() {
+        let bundle = bundle();
+        let key = certified_key_from_pem(bundle.cert_pem.as_bytes(), bundle.key_pem.as_bytes(), "c", "k").unwrap();
+        let (_, pem) = x509_parser::pem::parse_x509_pem(bundle.cert_pem.as_bytes()).unwrap();
+        let expected = pem.parse_x509().unwrap().validity().not_after.timestamp();
+        assert_eq!(not_after(&key), Some(expected));
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        assert!(expected > i64::try_from(now).unwrap(), "a fresh certificate expires in the future");
     }
 
     #[test]

@@ -17,7 +17,9 @@ use arc_swap::ArcSwap;
 use rustls::ServerConfig;
 use rustls::sign::CertifiedKey;
 
-use super::{CertResolver, TlsError, certified_key_from_pem, client_verifier_from_pem, path_text, server_config_with};
+use super::{
+    CertResolver, TlsError, certified_key_from_pem, client_verifier_from_pem, not_after, path_text, server_config_with,
+};
 use crate::webhook::metrics::Metrics;
 
 /// The certificate and key files of `--tls-cert` and `--tls-key`.
@@ -184,6 +186,9 @@ impl CertReloader {
                 }
             };
             self = reloader;
+            if matches!(pair, ReloadOutcome::Reloaded) {
+                metrics.tls_certificate_served(not_after(&self.resolver.current()));
+            }
             report(pair, ("the TLS certificate", "serving the new TLS certificate"), &mut pair_read_error, &metrics);
             let ca_names = ("the client CA bundle", "verifying client certificates with the new client CA bundle");
             report(ca, ca_names, &mut ca_read_error, &metrics);

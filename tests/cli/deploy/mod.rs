@@ -9,6 +9,7 @@
 //! without it, the overlays' patches are applied here with `json_patch` instead.
 
 mod checks;
+mod monitoring;
 mod warnings;
 mod webhooks;
 

@@ -2,7 +2,12 @@
 //!
 //! Reads every document of every file (and the items of `kind: List`), runs the engine on each,
 //! applies the patch, and writes the objects back in the same order. Kinds podmedic does not act
-//! on pass through unchanged. `--check` turns it into a CI gate; `--diff` shows what would change.
+//! on pass through unchanged. `--check` turns it into a CI gate, with a report for people or CI
+//! systems (`report.rs`: text, JSON, SARIF with the line of each container, JUnit); `--diff`
+//! shows what would change.
+
+mod positions;
+mod report;
 
 use std::collections::HashSet;
 use std::io::{Read, Write};
@@ -10,9 +15,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use podmedic_engine::{Context, KubeVersion, NativeSidecars, Policy, mutate_value};
+use podmedic_engine::{Change, Context, KubeVersion, NativeSidecars, Policy, diagnose_value, mutate_value};
 use serde::Deserialize;
 use serde_json::Value;
+
+use super::report::{ReportFormat, check_rule, write_report};
 
 /// Output format of `podmedic fix`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,8 +39,10 @@ pub struct FixConfig {
     pub output: OutputFormat,
     /// Print a unified diff instead of the objects.
     pub diff: bool,
-    /// Write nothing; exit 1 when anything would change.
+    /// Write no manifests; exit 1 when anything would change.
     pub check: bool,
+    /// How `--check` reports what it found.
+    pub report: ReportFormat,
     /// The target cluster's Kubernetes version (`MAJOR.MINOR`), as given.
     pub kubernetes_version: Option<String>,
     /// A policy file merged over the built-in policy.
@@ -89,6 +98,21 @@ struct Fixed {
     after: Value,
     warnings: Vec<String>,
     notes: Vec<String>,
+    /// The document's object, or each item of a `List`, with what the engine found.
+    objects: Vec<Outcome>,
+}
+
+/// What the engine did to one object (a document, or an item of a `List`).
+struct Outcome {
+    /// The position in the `List`'s `items`, for an item.
+    item: Option<usize>,
+    /// The object after the fix (its kind, name and namespace name it in reports).
+    kind: String,
+    name: String,
+    namespace: Option<String>,
+    changes: Vec<Change>,
+    /// Each warning with the rule that gave it and, for a check's, the container it names.
+    warnings: Vec<(&'static str, Option<String>, String)>,
 }
 
 impl Fixed {
@@ -111,15 +135,21 @@ pub fn run(config: &FixConfig) -> anyhow::Result<ExitCode> {
 
     let inputs: Vec<PathBuf> = if config.files.is_empty() { vec![PathBuf::from("-")] } else { config.files.clone() };
     let mut documents = Vec::new();
+    let mut positions = std::collections::HashMap::new();
     for input in expand_directories(&inputs)? {
         let (name, text) = read_input(&input)?;
         documents.extend(fix_text(&name, &text, &ctx)?);
+        if config.check {
+            positions.insert(name, positions::FilePositions::read(&text));
+        }
     }
 
     let stderr = std::io::stderr();
     let mut err = stderr.lock();
+    // The text report says the warnings itself, at their lines.
+    let warnings_in_report = config.check && !config.diff && config.report == ReportFormat::Text;
     for doc in &documents {
-        for w in &doc.warnings {
+        for w in doc.warnings.iter().filter(|_| !warnings_in_report) {
             writeln!(err, "warning: {}: {}: {w}", doc.input, doc.label)?;
         }
         if config.verbose {
@@ -140,6 +170,10 @@ pub fn run(config: &FixConfig) -> anyhow::Result<ExitCode> {
     }
     out.flush()?;
     if config.check {
+        if !config.diff {
+            write_report(&mut out, &report::build(&documents, &positions), config.report)?;
+            out.flush()?;
+        }
         writeln!(err, "{changed} of {} object(s) would change", documents.len())?;
         return Ok(if changed > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS });
     }
@@ -219,36 +253,76 @@ fn fix_document(input: &str, document: usize, before: Value, ctx: &Context<'_>) 
     let mut after = before.clone();
     let mut warnings = Vec::new();
     let mut notes = Vec::new();
+    let mut objects = Vec::new();
     if before.get("kind").and_then(Value::as_str).is_some_and(|k| k == "List" || k.ends_with("List")) {
         if let Some(items) = after.get_mut("items").and_then(Value::as_array_mut) {
             for (j, item) in items.iter_mut().enumerate() {
                 let m = mutate_value(item, ctx).map_err(|e| error(format!("items[{j}]: {e}")))?;
+                let item_before = item.clone();
                 json_patch::patch(item, &m.patch).map_err(|e| error(format!("items[{j}]: {e}")))?;
                 let item_label = self::label(item);
-                warnings.extend(m.warnings.into_iter().map(|w| format!("{item_label}: {w}")));
-                notes.extend(m.notes.into_iter().map(|n| format!("{item_label}: {n}")));
+                warnings.extend(m.warnings.iter().map(|w| format!("{item_label}: {w}")));
+                notes.extend(m.notes.iter().map(|n| format!("{item_label}: {n}")));
+                objects.push(outcome(Some(j), &item_before, item, m.changes, m.warnings, ctx));
             }
         }
     } else {
         let m = mutate_value(&before, ctx).map_err(|e| error(e.to_string()))?;
         json_patch::patch(&mut after, &m.patch).map_err(|e| error(e.to_string()))?;
-        warnings = m.warnings;
+        warnings.clone_from(&m.warnings);
         notes = m.notes;
+        objects.push(outcome(None, &before, &after, m.changes, m.warnings, ctx));
     }
-    Ok(Fixed { input: input.to_owned(), document, label, before, after, warnings, notes })
+    Ok(Fixed { input: input.to_owned(), document, label, before, after, warnings, notes, objects })
+}
+
+/// The report's view of one object: its changes, and its warnings each with its rule. A warning
+/// the diagnosis checks gave is named by its check (`node-fit`, ...); the others are `advice`.
+fn outcome(
+    item: Option<usize>,
+    before: &Value,
+    after: &Value,
+    changes: Vec<Change>,
+    warnings: Vec<String>,
+    ctx: &Context<'_>,
+) -> Outcome {
+    let findings = if warnings.is_empty() {
+        Vec::new()
+    } else {
+        diagnose_value(before, ctx).map(|d| d.findings).unwrap_or_default()
+    };
+    let warnings = warnings
+        .into_iter()
+        .map(|w| match findings.iter().find(|f| f.message == w) {
+            Some(f) => (check_rule(f.check), f.container.clone(), w),
+            None => ("advice", None, w),
+        })
+        .collect();
+    let text = |pointer: &str| after.pointer(pointer).and_then(Value::as_str).map(str::to_owned);
+    Outcome {
+        item,
+        kind: text("/kind").unwrap_or_else(|| "object".into()),
+        name: name_of(after),
+        namespace: text("/metadata/namespace"),
+        changes,
+        warnings,
+    }
 }
 
 /// `Kind/name` for messages.
 fn label(value: &Value) -> String {
     let kind = value.get("kind").and_then(Value::as_str).unwrap_or("object");
+    format!("{kind}/{}", name_of(value))
+}
+
+/// The object's name, `generateName*`, or `(unnamed)`.
+fn name_of(value: &Value) -> String {
     let meta = value.get("metadata");
-    let name = meta
-        .and_then(|m| m.get("name"))
+    meta.and_then(|m| m.get("name"))
         .and_then(Value::as_str)
         .map(str::to_owned)
         .or_else(|| meta.and_then(|m| m.get("generateName")).and_then(Value::as_str).map(|g| format!("{g}*")))
-        .unwrap_or_else(|| "(unnamed)".into());
-    format!("{kind}/{name}")
+        .unwrap_or_else(|| "(unnamed)".into())
 }
 
 fn write_documents(out: &mut impl Write, documents: &[Fixed], format: OutputFormat) -> anyhow::Result<()> {
