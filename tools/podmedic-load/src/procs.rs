@@ -107,7 +107,8 @@ impl Server {
                 command.arg(&setup.podmedic).arg("serve").args(["--listen", &addr.to_string()]);
                 command.args(["--metrics-listen", &metrics.to_string()]);
                 command.arg("--tls-cert").arg(&setup.cert).arg("--tls-key").arg(&setup.key);
-                command.args(["--log-format", "json", "--log-level", "warn"]);
+                // Default flags (log level info, text): what users run. Its log goes to a pipe
+                // that a thread of the harness reads, as a container runtime's would.
                 command.args(&setup.podmedic_args).args(extra);
                 metrics_addr = Some(metrics);
             }
@@ -118,8 +119,11 @@ impl Server {
                 command.arg("--response").arg(&setup.response);
             }
         }
-        command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::inherit());
-        let child = command.spawn().with_context(|| format!("cannot start {}", target.name()))?;
+        command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+        let mut child = command.spawn().with_context(|| format!("cannot start {}", target.name()))?;
+        if let Some(stderr) = child.stderr.take() {
+            std::thread::spawn(move || forward_problems(stderr));
+        }
         Ok(Server { target, addr, metrics: metrics_addr, child })
     }
 
@@ -151,6 +155,18 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Reads a server's log to its end, as a container runtime would, and passes on the lines that
+/// are not INFO or DEBUG (warnings, errors, a floor's failure) to the harness's standard error.
+fn forward_problems(stderr: std::process::ChildStderr) {
+    use std::io::BufRead as _;
+    for line in std::io::BufReader::new(stderr).lines() {
+        let Ok(line) = line else { break };
+        if !line.contains(" INFO ") && !line.contains(" DEBUG ") {
+            eprintln!("{line}");
+        }
     }
 }
 
