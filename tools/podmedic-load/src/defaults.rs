@@ -1,6 +1,7 @@
 //! The headline of issue 14: podmedic at its default flags (log level `info`, text logs) against
 //! the floors, on the three bodies most clusters send: the seed Pod podmedic patches (2.9 KB), the
-//! Job controller's recorded Pod (12 KB, patched), and a Job's Pod with nothing to fix (2.6 KB).
+//! Job controller's recorded Pod (12 KB, patched), and a Job's Pod with nothing to fix (2.6 KB);
+//! beside them the webhook users would write themselves (`reference.rs`), on the same stack.
 //!
 //! For each body, every server is started afresh (the floors answer that body's very bytes), then
 //! interleaved rounds: a closed loop over `--connections` keep-alive connections (what `wrk -t1
@@ -65,7 +66,7 @@ pub(crate) async fn measure(args: &Args, plan: &Plan, setup: &Setup, dir: &Path,
         eprintln!("defaults: {name}, {} bytes, podmedic's answer: {}", body.len(), answer.outcome.label());
         let setup = Setup { response, ..setup.clone() };
         let rounds = rounds(args, plan, &setup, ca, &body).await?;
-        for target in Target::ALL {
+        for target in Target::WITH_REFERENCE {
             let Some(own) = rounds.get(&target) else { continue };
             let per_round = |floor: Target, value: &dyn Fn(&Round) -> Option<f64>| -> String {
                 let Some(floor) = rounds.get(&floor) else { return "-".into() };
@@ -117,7 +118,7 @@ async fn rounds(
     body: &[u8],
 ) -> anyhow::Result<BTreeMap<Target, Vec<Round>>> {
     let mut servers = Vec::new();
-    for target in Target::ALL {
+    for target in Target::WITH_REFERENCE {
         let server = Server::spawn(target, setup)?;
         client::wait_answering(&Client::new(server.addr, ca, body)?, Duration::from_secs(20))
             .await

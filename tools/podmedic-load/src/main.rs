@@ -23,6 +23,7 @@ mod hostile;
 mod phases;
 mod plan;
 mod procs;
+mod reference;
 mod report;
 mod results;
 mod run;

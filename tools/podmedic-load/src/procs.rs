@@ -37,11 +37,15 @@ pub enum Target {
     Transport,
     /// Parses the body into a `serde_json::Value`, answers a fixed response.
     Parse,
+    /// The webhook users would write, as kube-rs's admission example does (`reference.rs`).
+    Reference,
 }
 
 impl Target {
     /// All three, in the order they take turns.
     pub const ALL: [Target; 3] = [Target::Podmedic, Target::Transport, Target::Parse];
+    /// The floors, podmedic, and the reference webhook (the `defaults` phase).
+    pub const WITH_REFERENCE: [Target; 4] = [Target::Podmedic, Target::Transport, Target::Parse, Target::Reference];
 
     /// Short name for tables.
     pub fn name(self) -> &'static str {
@@ -49,6 +53,7 @@ impl Target {
             Target::Podmedic => "podmedic",
             Target::Transport => "transport floor",
             Target::Parse => "parse floor",
+            Target::Reference => "kube-rs-style webhook",
         }
     }
 }
@@ -112,8 +117,12 @@ impl Server {
                 command.args(&setup.podmedic_args).args(extra);
                 metrics_addr = Some(metrics);
             }
-            Target::Transport | Target::Parse => {
-                let kind = if target == Target::Transport { "transport" } else { "parse" };
+            Target::Transport | Target::Parse | Target::Reference => {
+                let kind = match target {
+                    Target::Transport => "transport",
+                    Target::Parse => "parse",
+                    _ => "reference",
+                };
                 command.arg(&setup.harness).args(["--serve-floor", kind, "--listen", &addr.to_string()]);
                 command.arg("--tls-cert").arg(&setup.cert).arg("--tls-key").arg(&setup.key);
                 command.arg("--response").arg(&setup.response);
