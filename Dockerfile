@@ -19,8 +19,8 @@ ARG BINARY=build
 # buildx builds for (amd64, arm64) without naming a --target.
 # The newest stable Rust, as in development (the crate needs 1.88 or newer).
 FROM docker.io/library/rust:1-alpine AS build
-# ring compiles C and assembly.
-RUN apk add --no-cache musl-dev
+# ring compiles C and assembly; jemalloc (podmedic's allocator) runs its configure and make.
+RUN apk add --no-cache musl-dev make
 WORKDIR /src
 COPY . .
 # crt-static is musl's default; stated so that a change of base image cannot make it dynamic.

@@ -23,7 +23,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use podmedic_engine::admission::Admission;
+use podmedic_engine::admission::{Admission, Endpoint, Outcome};
 
 use super::budget::MemoryBudget;
 use super::engine::EnginePool;
@@ -40,17 +40,23 @@ pub fn kind_label(kind: &str) -> &'static str {
     KINDS.iter().find(|k| **k == kind).copied().unwrap_or("other")
 }
 
+/// The `operation` label values (an AdmissionReview's operations).
+const OPERATIONS: [&str; 4] = ["CREATE", "UPDATE", "DELETE", "CONNECT"];
+
+/// The `result` label values, in the order of [`outcome_index`].
+const OUTCOMES: usize = 5;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     path: &'static str,
     kind: &'static str,
-    operation: String,
-    result: String,
+    operation: &'static str,
+    result: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ChangeLabels {
-    r#type: String,
+    r#type: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -101,6 +107,12 @@ pub struct Metrics {
     changes: Family<ChangeLabels, Counter>,
     tls_reloads: Family<ResultLabels, Counter>,
     errors: Family<ReasonLabels, Counter>,
+    /// The request counters by label set, found in `requests` once and kept: every label value
+    /// comes from a fixed set, so an admission counts with an index instead of hashing four
+    /// strings under the family's lock. A series appears in the output on first use, as before.
+    request_counters: Vec<OnceLock<Counter>>,
+    /// The change counters by [`ChangeKind`], likewise.
+    change_counters: Vec<OnceLock<Counter>>,
     live: Arc<Live>,
     certificate_expiry: CertificateExpiry,
 }
@@ -179,7 +191,21 @@ impl Metrics {
         registry.register_collector(Box::new(certificate_expiry.clone()));
         let live = Arc::new(Live::default());
         registry.register_collector(Box::new(live.clone()));
-        Metrics { registry, requests, duration, changes, tls_reloads, errors, live, certificate_expiry }
+        let request_counters =
+            (0..Endpoint::ALL.len() * KINDS.len() * OPERATIONS.len() * OUTCOMES).map(|_| OnceLock::new()).collect();
+        let change_counters = (0..CHANGE_KINDS).map(|_| OnceLock::new()).collect();
+        Metrics {
+            registry,
+            requests,
+            duration,
+            changes,
+            tls_reloads,
+            errors,
+            request_counters,
+            change_counters,
+            live,
+            certificate_expiry,
+        }
     }
 
     /// Reports the budget's and the engine pool's state at each scrape (set once).
@@ -194,20 +220,38 @@ impl Metrics {
 
     /// Counts one answered AdmissionReview: request, latency, changes, and the skip reason if any.
     pub fn observe_admission(&self, admission: &Admission, elapsed: Duration) {
-        let labels = RequestLabels {
-            path: admission.endpoint.label(),
-            kind: kind_label(&admission.kind),
-            operation: admission.operation.to_owned(),
-            result: admission.outcome.label().to_owned(),
-        };
-        self.requests.get_or_create(&labels).inc();
+        self.count_request(admission);
         self.duration.observe(elapsed.as_secs_f64());
         for change in &admission.changes {
-            self.changes.get_or_create(&ChangeLabels { r#type: change.label().to_owned() }).inc();
+            let labels = || ChangeLabels { r#type: change.label() };
+            match self.change_counters.get(*change as usize) {
+                Some(slot) => slot.get_or_init(|| self.changes.get_or_create(&labels()).clone()).inc(),
+                None => self.changes.get_or_create(&labels()).inc(),
+            };
         }
         if let Some((reason, _)) = &admission.skip_reason {
             self.error(reason);
         }
+    }
+
+    /// Counts `admission` in its request counter (see `request_counters`).
+    fn count_request(&self, admission: &Admission) {
+        let path = Endpoint::ALL.iter().position(|e| *e == admission.endpoint).unwrap_or(0);
+        let kind = KINDS.iter().position(|k| *k == admission.kind).unwrap_or(KINDS.len() - 1);
+        let labels = || RequestLabels {
+            path: admission.endpoint.label(),
+            kind: KINDS[kind],
+            operation: admission.operation,
+            result: admission.outcome.label(),
+        };
+        let slot = OPERATIONS.iter().position(|o| *o == admission.operation).and_then(|operation| {
+            let set = ((path * KINDS.len() + kind) * OPERATIONS.len() + operation) * OUTCOMES;
+            self.request_counters.get(set + outcome_index(admission.outcome))
+        });
+        match slot {
+            Some(slot) => slot.get_or_init(|| self.requests.get_or_create(&labels()).clone()).inc(),
+            None => self.requests.get_or_create(&labels()).inc(),
+        };
     }
 
     /// Counts one error with the given reason.
@@ -300,6 +344,20 @@ impl Collector for Live {
         )
     }
 }
+
+/// The position of `outcome` among the `result` label values.
+fn outcome_index(outcome: Outcome) -> usize {
+    match outcome {
+        Outcome::Patched => 0,
+        Outcome::Unchanged => 1,
+        Outcome::Warned => 2,
+        Outcome::Ignored => 3,
+        Outcome::Skipped => 4,
+    }
+}
+
+/// Room for every [`ChangeKind`] (eight today); a kind beyond it is counted through the family.
+const CHANGE_KINDS: usize = 16;
 
 fn gauge(encoder: &mut DescriptorEncoder, name: &str, help: &str, value: usize) -> Result<(), std::fmt::Error> {
     let metric = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));

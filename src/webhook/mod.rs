@@ -18,6 +18,7 @@
 //! told to finish (HTTP/1.1 closes once the in-flight response is written, idle connections close
 //! at once, HTTP/2 gets GOAWAY), and whatever is still running at `--shutdown-timeout` is dropped.
 
+mod admission_log;
 pub mod budget;
 mod connection;
 pub mod engine;

@@ -10,7 +10,6 @@
 //! and discarded behind it (bounded), so that the client receives the answer rather than a
 //! connection reset.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,13 +21,14 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
 use http_body_util::BodyExt;
-use podmedic_engine::admission::{Admission, Endpoint, Environment};
+use podmedic_engine::admission::{Endpoint, Environment};
 use tokio::time::Instant;
 use tower::ServiceBuilder;
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower::load_shed::LoadShedLayer;
 use tower_http::catch_panic::{CatchPanicLayer, ResponseForPanic};
 
+use super::admission_log::log_admission;
 use super::budget::{MemoryBudget, Reservation, cost_of};
 use super::engine::EnginePool;
 use super::metrics::{self, Metrics, reason};
@@ -282,44 +282,6 @@ async fn drain(mut body: Body) {
         }
     };
     let _ = tokio::time::timeout(DRAIN_TIME, discard).await;
-}
-
-/// One line per admission; never the object itself, which may carry secrets in its environment.
-fn log_admission(admission: &Admission, elapsed: Duration) {
-    // Each kind of change once, with its count: a Pod with thousands of containers makes thousands.
-    let mut counted: BTreeMap<&str, usize> = BTreeMap::new();
-    for change in &admission.changes {
-        *counted.entry(change.label()).or_default() += 1;
-    }
-    let changes: Vec<String> =
-        counted.iter().map(|(label, n)| if *n == 1 { (*label).to_owned() } else { format!("{label}*{n}") }).collect();
-    let changes = changes.join(",");
-    tracing::info!(
-        uid = %admission.uid,
-        path = admission.endpoint.path(),
-        kind = %admission.kind,
-        namespace = %admission.namespace,
-        name = %admission.name,
-        operation = admission.operation,
-        dry_run = admission.dry_run,
-        result = admission.outcome.label(),
-        changes = %changes,
-        warnings = admission.warnings,
-        duration_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
-        "admission"
-    );
-    if let Some((label, message)) = &admission.skip_reason {
-        tracing::error!(
-            uid = %admission.uid,
-            path = admission.endpoint.path(),
-            kind = %admission.kind,
-            namespace = %admission.namespace,
-            name = %admission.name,
-            reason = label,
-            error = %message,
-            "podmedic skipped this object and let it through unchanged"
-        );
-    }
 }
 
 /// `application/json`, with or without parameters such as `charset=utf-8`.

@@ -136,11 +136,11 @@ impl Found {
 
 /// Looks up a flag given as `--name`, `-name`, `--name=value`, `-name=value` or `--name value`.
 pub(crate) fn find_flag(c: &Container<'_>, name: &str, takes_value: bool) -> Found {
-    let argv: Vec<&str> = c.argv().collect();
-    for (i, arg) in argv.iter().enumerate() {
+    let mut argv = c.argv().peekable();
+    while let Some(arg) = argv.next() {
         let Some(body) = arg.strip_prefix("--").or_else(|| arg.strip_prefix('-')) else { continue };
         if body == name {
-            let next = argv.get(i + 1).filter(|n| takes_value && !n.starts_with('-'));
+            let next = argv.peek().filter(|n| takes_value && !n.starts_with('-'));
             return Found::Flag(next.map(|n| (*n).to_owned()));
         }
         if let Some(value) = body.strip_prefix(name).and_then(|r| r.strip_prefix('=')) {
@@ -150,9 +150,10 @@ pub(crate) fn find_flag(c: &Container<'_>, name: &str, takes_value: bool) -> Fou
     Found::Absent
 }
 
-/// The last definition of an environment variable (the one Kubernetes uses).
-pub(crate) fn find_env(c: &Container<'_>, name: &str) -> Found {
-    match c.env().iter().rev().find(|e| e.name.as_str() == name) {
+/// The last definition (the one Kubernetes uses) of the environment variable whose name `is_name`
+/// accepts.
+fn find_env(c: &Container<'_>, is_name: impl Fn(&str) -> bool) -> Found {
+    match c.env().iter().rev().find(|e| is_name(e.name.as_str())) {
         Some(e) if e.value_from.is_some() => Found::EnvFrom,
         Some(e) => Found::Env(e.value.as_deref().unwrap_or_default().to_owned()),
         None => Found::Absent,
@@ -162,9 +163,17 @@ pub(crate) fn find_env(c: &Container<'_>, name: &str) -> Found {
 /// A setting of a v2-style proxy: the flag, else its environment form (`CSQL_PROXY_HTTP_PORT`).
 pub(crate) fn lookup(c: &Container<'_>, kind: ProxyKind, flag: &str, takes_value: bool) -> Found {
     match find_flag(c, flag, takes_value) {
-        Found::Absent if kind != ProxyKind::CloudSqlV1 => find_env(c, &env_name(kind, flag)),
+        Found::Absent if kind != ProxyKind::CloudSqlV1 => find_env(c, |name| is_env_name(name, kind, flag)),
         found => found,
     }
+}
+
+/// Whether `name` is [`env_name`]`(kind, flag)`, compared without building it: the proxies'
+/// settings are looked up a dozen times per Pod, and each name built costs three allocations.
+fn is_env_name(name: &str, kind: ProxyKind, flag: &str) -> bool {
+    let Some(rest) = name.strip_prefix(kind.env_prefix()) else { return false };
+    rest.len() == flag.len()
+        && rest.bytes().zip(flag.bytes()).all(|(n, f)| n == if f == b'-' { b'_' } else { f.to_ascii_uppercase() })
 }
 
 /// `http-port` → `CSQL_PROXY_HTTP_PORT` (the proxies' own mapping: upper case, `-` → `_`).

@@ -33,6 +33,8 @@ pub enum Kind {
     Transport,
     /// Read the body, parse it into a `serde_json::Value`, answer.
     Parse,
+    /// Not a floor: the webhook users would write (`reference.rs`), on the same stack.
+    Reference,
 }
 
 #[derive(Clone)]
@@ -62,8 +64,15 @@ fn serve(kind: Kind, args: &Args) -> anyhow::Result<()> {
     runtime.block_on(async move {
         let acceptor = TlsAcceptor::from(Arc::new(tls_config(cert, key)?));
         let listener = TcpListener::bind(listen).await?;
-        let app =
-            Router::new().route("/mutate", post(mutate)).with_state(Floor { kind, response: Bytes::from(response) });
+        let app = match kind {
+            Kind::Reference => {
+                tracing_subscriber::fmt().with_writer(std::io::stderr).with_ansi(false).init();
+                Router::new().route("/mutate", post(crate::reference::mutate))
+            }
+            _ => {
+                Router::new().route("/mutate", post(mutate)).with_state(Floor { kind, response: Bytes::from(response) })
+            }
+        };
         let service = TowerToHyperService::new(app);
         let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
         loop {

@@ -16,12 +16,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod client;
+mod defaults;
 mod engine;
 mod floor;
 mod hostile;
 mod phases;
 mod plan;
 mod procs;
+mod reference;
 mod report;
 mod results;
 mod run;
@@ -123,6 +125,9 @@ pub struct Args {
 pub enum Phase {
     /// `admit` against the parse floor, in process, interleaved.
     Engine,
+    /// The three bodies of issue 14 (seed Pod, Job-controller Pod, a Pod with nothing to fix) at
+    /// podmedic's default flags: throughput and p99 at 1,000 req/s as ratios to the floors.
+    Defaults,
     /// Process start to first admission answered.
     Startup,
     /// RSS idle, with 256 connections, and after the load.

@@ -202,6 +202,26 @@ pub(crate) async fn rate_phase(
     Ok((steps, highest))
 }
 
+/// One closed-loop run against one server: its outcome and the server's CPU time per request
+/// answered; then a pause that lets the server's queues drain before the next one's turn.
+pub(crate) async fn closed_round(
+    server: &mut Server,
+    client: &Client,
+    connections: usize,
+    length: Duration,
+) -> anyhow::Result<(client::Outcome, f64)> {
+    let cpu_before = server.cpu_time();
+    let outcome = client::closed_loop(client, connections, length).await;
+    let cpu = server.cpu_time().saturating_sub(cpu_before).as_secs_f64();
+    server.check_alive()?;
+    if let Some(e) = &outcome.first_error {
+        eprintln!("    {}: {} errors, the first: {e}", server.target.name(), outcome.errors);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let per_request = cpu / (outcome.latencies.len().max(1) as f64);
+    Ok((outcome, per_request))
+}
+
 pub(crate) async fn max_throughput(
     args: &Args,
     plan: &Plan,
@@ -217,14 +237,8 @@ pub(crate) async fn max_throughput(
         for k in 0..n {
             let server = &mut servers[(round + k) % n];
             let client = Client::new(server.addr, ca, body)?;
-            let cpu_before = server.cpu_time();
-            let outcome = client::closed_loop(&client, args.max_connections, plan.step).await;
-            let cpu = server.cpu_time().saturating_sub(cpu_before).as_secs_f64();
-            server.check_alive()?;
-            let rate = outcome.achieved_rate();
-            let cpu_per_req = cpu / (outcome.latencies.len().max(1) as f64);
-            rates.entry(server.target).or_default().push((rate, cpu_per_req, outcome.client_load()));
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            let (outcome, cpu_per_req) = closed_round(server, &client, args.max_connections, plan.step).await?;
+            rates.entry(server.target).or_default().push((outcome.achieved_rate(), cpu_per_req, outcome.client_load()));
         }
     }
     let medians: BTreeMap<Target, (f64, f64)> = rates

@@ -37,11 +37,15 @@ pub enum Target {
     Transport,
     /// Parses the body into a `serde_json::Value`, answers a fixed response.
     Parse,
+    /// The webhook users would write, as kube-rs's admission example does (`reference.rs`).
+    Reference,
 }
 
 impl Target {
     /// All three, in the order they take turns.
     pub const ALL: [Target; 3] = [Target::Podmedic, Target::Transport, Target::Parse];
+    /// The floors, podmedic, and the reference webhook (the `defaults` phase).
+    pub const WITH_REFERENCE: [Target; 4] = [Target::Podmedic, Target::Transport, Target::Parse, Target::Reference];
 
     /// Short name for tables.
     pub fn name(self) -> &'static str {
@@ -49,6 +53,7 @@ impl Target {
             Target::Podmedic => "podmedic",
             Target::Transport => "transport floor",
             Target::Parse => "parse floor",
+            Target::Reference => "kube-rs-style webhook",
         }
     }
 }
@@ -107,19 +112,27 @@ impl Server {
                 command.arg(&setup.podmedic).arg("serve").args(["--listen", &addr.to_string()]);
                 command.args(["--metrics-listen", &metrics.to_string()]);
                 command.arg("--tls-cert").arg(&setup.cert).arg("--tls-key").arg(&setup.key);
-                command.args(["--log-format", "json", "--log-level", "warn"]);
+                // Default flags (log level info, text): what users run. Its log goes to a pipe
+                // that a thread of the harness reads, as a container runtime's would.
                 command.args(&setup.podmedic_args).args(extra);
                 metrics_addr = Some(metrics);
             }
-            Target::Transport | Target::Parse => {
-                let kind = if target == Target::Transport { "transport" } else { "parse" };
+            Target::Transport | Target::Parse | Target::Reference => {
+                let kind = match target {
+                    Target::Transport => "transport",
+                    Target::Parse => "parse",
+                    _ => "reference",
+                };
                 command.arg(&setup.harness).args(["--serve-floor", kind, "--listen", &addr.to_string()]);
                 command.arg("--tls-cert").arg(&setup.cert).arg("--tls-key").arg(&setup.key);
                 command.arg("--response").arg(&setup.response);
             }
         }
-        command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::inherit());
-        let child = command.spawn().with_context(|| format!("cannot start {}", target.name()))?;
+        command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+        let mut child = command.spawn().with_context(|| format!("cannot start {}", target.name()))?;
+        if let Some(stderr) = child.stderr.take() {
+            std::thread::spawn(move || forward_problems(stderr));
+        }
         Ok(Server { target, addr, metrics: metrics_addr, child })
     }
 
@@ -151,6 +164,18 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Reads a server's log to its end, as a container runtime would, and passes on the lines that
+/// are not INFO or DEBUG (warnings, errors, a floor's failure) to the harness's standard error.
+fn forward_problems(stderr: std::process::ChildStderr) {
+    use std::io::BufRead as _;
+    for line in std::io::BufReader::new(stderr).lines() {
+        let Ok(line) = line else { break };
+        if !line.contains(" INFO ") && !line.contains(" DEBUG ") {
+            eprintln!("{line}");
+        }
     }
 }
 

@@ -14,7 +14,7 @@ use crate::plan::Plan;
 use crate::procs::{self, Server, Setup, Target};
 use crate::results::Results;
 use crate::summary::*;
-use crate::{Args, Phase, engine, hostile};
+use crate::{Args, Phase, defaults, engine, hostile};
 
 /// Runs the phases `args` asks for and prints the tables.
 pub fn run(args: &Args) -> anyhow::Result<()> {
@@ -22,6 +22,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let phases: Vec<Phase> = if args.only.is_empty() {
         vec![
             Phase::Engine,
+            Phase::Defaults,
             Phase::Startup,
             Phase::Memory,
             Phase::Keepalive,
@@ -50,6 +51,9 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         let (setup, ca_pem, body) = prepare(args, &dir.0)?;
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         runtime.block_on(async {
+            if served.contains(&Phase::Defaults) {
+                defaults::measure(args, &plan, &setup, &dir.0, &ca_pem).await?;
+            }
             if served.contains(&Phase::Startup) {
                 startup(&plan, &setup, &ca_pem, &body, &mut results).await?;
             }

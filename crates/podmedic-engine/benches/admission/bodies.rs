@@ -20,6 +20,14 @@ pub fn all() -> Vec<(&'static str, Vec<u8>, Outcome)> {
         ("job-pod-3k", read("crates/podmedic-engine/benches/fixtures/job-pod-small.json"), Outcome::Patched),
         ("job-pod-12k", read("tests/fixtures/admission-reviews/pod-create-by-job-controller.json"), Outcome::Patched),
         ("seed-cronjob", seed_cronjob(), Outcome::Patched),
+        // The seed CronJob's Pod as the Job controller creates it (compact, as the API server sends it).
+        ("seed-pod", read("crates/podmedic-engine/benches/fixtures/seed-pod.json"), Outcome::Patched),
+        // The same Job's Pod without the proxy: nothing to fix.
+        (
+            "job-pod-unchanged",
+            read("crates/podmedic-engine/benches/fixtures/job-pod-unchanged.json"),
+            Outcome::Unchanged,
+        ),
         ("mesh-pod-64k", mesh_pod(64 * 1024), Outcome::Patched),
         ("pod-1m", mesh_pod(1024 * 1024), Outcome::Patched),
         (

@@ -16,6 +16,21 @@ fn bound(kind: Option<ProxyKind>, yaml: &str) -> (Option<u16>, Vec<u16>) {
 const V2: Option<ProxyKind> = Some(ProxyKind::CloudSqlV2);
 
 #[test]
+fn a_variable_name_is_recognised_without_being_built() {
+    for kind in [ProxyKind::CloudSqlV2, ProxyKind::AlloyDb] {
+        for flag in ["http-port", "health-check", "config-file", "quitquitquit", "port"] {
+            assert!(is_env_name(&env_name(kind, flag), kind, flag), "{flag}");
+        }
+    }
+    let v2 = ProxyKind::CloudSqlV2;
+    assert!(!is_env_name("CSQL_PROXY_HTTP_PORTS", v2, "http-port"), "longer");
+    assert!(!is_env_name("CSQL_PROXY_HTTP_POR", v2, "http-port"), "shorter");
+    assert!(!is_env_name("CSQL_PROXY_HTTP-PORT", v2, "http-port"), "variables use _");
+    assert!(!is_env_name("csql_proxy_http_port", v2, "http-port"), "the prefix is upper case");
+    assert!(!is_env_name("ALLOYDB_PROXY_HTTP_PORT", v2, "http-port"), "another proxy's prefix");
+}
+
+#[test]
 fn a_plain_cloud_sql_proxy_listens_on_each_engines_default_port() {
     // One instance, no --port: MySQL 3306, PostgreSQL 5432 or SQL Server 1433, podmedic cannot tell.
     assert_eq!(bound(V2, "{name: p, args: ['acme:eu:db']}"), (None, vec![1433, 3306, 5432]));
