@@ -19,8 +19,8 @@ ARG BINARY=build
 # buildx builds for (amd64, arm64) without naming a --target.
 # The newest stable Rust, as in development (the crate needs 1.88 or newer).
 FROM docker.io/library/rust:1-alpine AS build
-# ring compiles C and assembly; jemalloc (podmedic's allocator) runs its configure and make.
-RUN apk add --no-cache musl-dev make
+# ring compiles C and assembly. (jemalloc, podmedic's allocator on glibc, is not used on musl.)
+RUN apk add --no-cache musl-dev
 WORKDIR /src
 COPY . .
 # crt-static is musl's default; stated so that a change of base image cannot make it dynamic.

@@ -11,7 +11,8 @@ use tracing_subscriber::EnvFilter;
 
 /// jemalloc rather than the C library's malloc: after a burst it returns the memory (glibc kept
 /// 25 MiB of a 28 MiB peak), and it spends fewer instructions per allocation (BENCHMARKS.md).
-#[cfg(all(feature = "jemalloc", not(target_env = "msvc")))]
+/// Not on musl (the image and the release binaries), where it does not build (see Cargo.toml).
+#[cfg(all(feature = "jemalloc", not(target_env = "msvc"), not(target_env = "musl")))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
