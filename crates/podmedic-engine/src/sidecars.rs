@@ -117,6 +117,31 @@ fn listed_names<'a>(value: Option<&'a str>, key: &str, warnings: &mut Warnings) 
     list.names.into_iter().collect()
 }
 
+/// Warns about names in `podmedic.io/sidecars` and `podmedic.io/not-sidecars` that are not
+/// containers of the Pod (only for Pods that set either annotation: the sets cost a pass each).
+fn warn_about_unknown_names(
+    target: &PodTarget<'_>,
+    named_sidecars: &BTreeSet<&str>,
+    named_regular: &BTreeSet<&str>,
+    warnings: &mut Warnings,
+) {
+    let regular: HashSet<&str> = target.containers().iter().map(|c| c.name.as_str()).collect();
+    let inits = target.init_containers();
+    let init: HashSet<&str> = inits.iter().map(|c| c.name.as_str()).collect();
+    let native: HashSet<&str> = inits.iter().filter(|c| c.is_restartable()).map(|c| c.name.as_str()).collect();
+    for name in named_sidecars {
+        // A sidecar podmedic moved earlier is a native sidecar now: no warning when it runs again.
+        if !regular.contains(name) && !native.contains(name) {
+            warnings.push(format!("{SIDECARS_ANNOTATION} names \"{name}\", which is not a container of this Pod"));
+        }
+    }
+    for name in named_regular {
+        if !regular.contains(name) && !init.contains(name) {
+            warnings.push(format!("{NOT_SIDECARS_ANNOTATION} names \"{name}\", which is not a container of this Pod"));
+        }
+    }
+}
+
 /// Chooses the sidecars of a run-to-completion pod: what the catalogue recognises plus what
 /// `podmedic.io/sidecars` names, less what `podmedic.io/not-sidecars` names and the policy's
 /// `neverMove` containers.
@@ -131,20 +156,8 @@ pub(crate) fn select<'v>(
     let policy = ctx.policy;
     let named_sidecars = listed_names(target.annotation(SIDECARS_ANNOTATION), SIDECARS_ANNOTATION, warnings);
     let named_regular = listed_names(target.annotation(NOT_SIDECARS_ANNOTATION), NOT_SIDECARS_ANNOTATION, warnings);
-    let regular_names: HashSet<&str> = containers.iter().map(|c| c.name.as_str()).collect();
-    let all_init_names: HashSet<&str> = target.init_containers().iter().map(|c| c.name.as_str()).collect();
-    let native: HashSet<&str> =
-        target.init_containers().iter().filter(|c| c.is_restartable()).map(|c| c.name.as_str()).collect();
-    for name in &named_sidecars {
-        // A sidecar podmedic moved earlier is a native sidecar now: no warning when it runs again.
-        if !regular_names.contains(name) && !native.contains(name) {
-            warnings.push(format!("{SIDECARS_ANNOTATION} names \"{name}\", which is not a container of this Pod"));
-        }
-    }
-    for name in &named_regular {
-        if !regular_names.contains(name) && !all_init_names.contains(name) {
-            warnings.push(format!("{NOT_SIDECARS_ANNOTATION} names \"{name}\", which is not a container of this Pod"));
-        }
+    if !named_sidecars.is_empty() || !named_regular.is_empty() {
+        warn_about_unknown_names(target, &named_sidecars, &named_regular, warnings);
     }
 
     let mut candidates: Vec<(usize, Option<&'v SidecarProfile>)> = Vec::new();

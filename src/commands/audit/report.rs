@@ -195,8 +195,7 @@ pub fn stuck_on_sidecar(pod: &Value, policy: &Policy) -> Option<StuckPod> {
 
 /// The containers the engine would move as sidecars.
 fn sidecars_of(pod: &Value, policy: &Policy) -> Vec<String> {
-    let ctx =
-        Context { policy, native_sidecars: &NativeSidecars::Available, namespace: None, cluster: Default::default() };
+    let ctx = Context::new(policy, &NativeSidecars::Available);
     match mutate_value(pod, &ctx) {
         Ok(m) => m.changes.into_iter().filter(|c| c.kind == ChangeKind::SidecarMoved).map(|c| c.container).collect(),
         Err(_) => Vec::new(),
@@ -245,12 +244,7 @@ pub fn build_report(
         if ns.is_some_and(|(_, s)| s.opted_out) {
             return;
         }
-        let ctx = Context {
-            policy,
-            native_sidecars: &capability,
-            namespace: ns.map(|(_, s)| s),
-            cluster: Default::default(),
-        };
+        let ctx = Context { namespace: ns.map(|(_, s)| s), ..Context::new(policy, &capability) };
         let Ok(mutation) = mutate_value(object, &ctx) else { return };
         if mutation.changes.is_empty() {
             return;

@@ -131,7 +131,7 @@ pub fn run(config: &FixConfig) -> anyhow::Result<ExitCode> {
         }
         None => NativeSidecars::Available,
     };
-    let ctx = Context { policy: &policy, native_sidecars: &native, namespace: None, cluster: Default::default() };
+    let ctx = Context::new(&policy, &native);
 
     let inputs: Vec<PathBuf> = if config.files.is_empty() { vec![PathBuf::from("-")] } else { config.files.clone() };
     let mut documents = Vec::new();
@@ -379,12 +379,7 @@ mod tests {
     #[test]
     fn errors_name_the_input_and_the_document() {
         let policy = Policy::builtin();
-        let ctx = Context {
-            policy: &policy,
-            native_sidecars: &NativeSidecars::Available,
-            namespace: None,
-            cluster: Default::default(),
-        };
+        let ctx = Context::new(&policy, &NativeSidecars::Available);
         let err = fix_text("jobs.yaml", "kind: ConfigMap\n---\nkind: [unclosed\n", &ctx).err().unwrap();
         assert!(err.to_string().starts_with("jobs.yaml: document 2:"), "{err}");
         let err =

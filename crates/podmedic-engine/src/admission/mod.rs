@@ -258,11 +258,12 @@ fn accept<O: ReceivedObject>(
     if api_version != API_VERSION || kind != KIND {
         return Err(ReviewError::WrongType { api_version: api_version.to_owned(), kind: kind.to_owned() });
     }
-    let request = envelope.request.ok_or(ReviewError::MissingRequest)?;
+    let mut request = envelope.request.ok_or(ReviewError::MissingRequest)?;
     let admission = Admission {
         body: Vec::new(),
         name: request.display_name(),
-        uid: request.uid.clone(),
+        // Moved: nothing reads the request's uid again; its kind is read by the dispatch.
+        uid: std::mem::take(&mut request.uid),
         kind: request.kind.kind.clone(),
         namespace: request.namespace.clone().unwrap_or_default(),
         operation: request.operation.label(),

@@ -75,12 +75,7 @@ static NAMESPACE: LazyLock<NamespaceSettings> = LazyLock::new(|| NamespaceSettin
 });
 
 fn context(opt_in: bool, native: bool) -> Context<'static> {
-    Context {
-        policy: if opt_in { &OPT_IN } else { &BUILTIN },
-        native_sidecars: if native { &AVAILABLE } else { &UNAVAILABLE },
-        namespace: None,
-        cluster: Default::default(),
-    }
+    Context::new(if opt_in { &OPT_IN } else { &BUILTIN }, if native { &AVAILABLE } else { &UNAVAILABLE })
 }
 
 // ---------------------------------------------------------------------------------------------
