@@ -40,6 +40,24 @@ fn job_pod(containers: Option<&str>) -> String {
     )
 }
 
+/// Sends one case on `client` and checks the answer. After a 413 the server closes the
+/// connection, possibly before the client has written the whole body (the send then fails) and
+/// possibly before the client has noticed (the next send would fail): the client is replaced by a
+/// new connection from `connect` after every 413 and whenever the old one is closed.
+async fn send_case<F, Fut>(client: &mut Connection, connect: F, what: &str, body: &[u8], expect: &Expect)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Connection>,
+{
+    match client.send(post_request("/mutate", "application/json", full(body.to_vec()))).await {
+        Ok(reply) => check_reply(what, body, &reply, expect),
+        Err(e) => assert!(matches!(expect, Expect::TooLarge), "{what}: {e}"),
+    }
+    if matches!(expect, Expect::TooLarge) || client.is_closed() {
+        *client = connect().await;
+    }
+}
+
 /// What a case must get.
 #[derive(Debug)]
 enum Expect {
