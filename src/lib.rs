@@ -10,6 +10,7 @@
 //!   certificate reload and graceful shutdown.
 //! - [`cluster`]: what podmedic learns from the API server (versions, namespace settings).
 //! - [`commands`]: `podmedic fix`, `podmedic audit`, `podmedic certs`.
+//! - [`logging`]: the log filter and where lines go (in batches, for `serve`).
 //! - [`pki`]: certificates, for `podmedic certs` and the ephemeral certificate of `serve`.
 //!
 //! The binary (`src/main.rs`) parses the command line and runs the chosen command.
@@ -17,6 +18,7 @@
 pub mod cli;
 pub mod cluster;
 pub mod commands;
+pub mod logging;
 pub mod pki;
 pub mod webhook;
 

@@ -103,3 +103,31 @@ async fn info_logs_carry_no_env_values_or_object_content() {
     let leaked: Vec<&String> = logs.iter().filter(|l| l.contains(SECRET)).collect();
     assert!(leaked.is_empty(), "secret in the logs: {leaked:#?}");
 }
+
+/// The admission lines are written in batches (`podmedic::logging`): each patched admission still
+/// gets its line, in the order answered, and a SIGTERM right after the last answer loses none.
+#[tokio::test]
+async fn batched_admission_lines_all_arrive_in_order_even_at_exit() {
+    let mut podmedic = start_podmedic();
+    let mut client = podmedic.client().connect().await.unwrap();
+    let uids: Vec<String> = (0..40).map(|i| format!("batched-{i:02}")).collect();
+    for uid in &uids {
+        let body = String::from_utf8(review_of(&job_pod(None))).unwrap().replacen("hostile-1", uid, 1).into_bytes();
+        let response = admission_response(&body, &client.review(body.clone()).await);
+        assert!(response.get("patch").is_some());
+    }
+    drop(client);
+    podmedic.sigterm();
+    assert!(podmedic.exited(PATIENCE).await.success());
+    let logged = || -> Vec<String> {
+        podmedic
+            .logs()
+            .iter()
+            .filter(|l| l.contains("\"admission\""))
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok()?.get("uid")?.as_str().map(str::to_owned))
+            .collect()
+    };
+    // The test's reader of the process's standard error may still be behind the exit.
+    eventually("every admission line is read", || async { logged().len() >= uids.len() }).await;
+    assert_eq!(logged(), uids);
+}
