@@ -88,6 +88,12 @@ fn sarif_of_a_real_run_is_valid_and_points_at_the_containers() {
     let (_, line, text) = at("probe-identical", "storefront");
     assert_eq!(line, line_of(FILES[0], "- name: storefront"));
     assert!(text.contains("livenessProbe"), "{text}");
+    // podmedic's own warnings carry their own rules, not one `advice` for all.
+    let (uri, _, text) = at("latest-tag", "otameshi");
+    assert_eq!(uri, FILES[1]);
+    assert!(text.contains("ubuntu:latest"), "{text}");
+    assert!(results.iter().any(|r| r["ruleId"] == "missing-requests"), "{results:#?}");
+    assert!(results.iter().all(|r| r["ruleId"] != "advice"), "{results:#?}");
     // An item of a JSON List.
     let (uri, line, _) = at("sidecar-moved", "in-a-list");
     assert_eq!((uri, line), (FILES[2], line_of(FILES[2], "{\"name\": \"datadog\"")));

@@ -56,7 +56,7 @@ pub use patch::{Location, PatchBuilder, escape_pointer_token};
 pub use policy::Policy;
 pub use probes::{STARTUP_FAILURE_THRESHOLD, STARTUP_PERIOD_SECONDS};
 pub use record::MAX_CHANGES_LEN;
-pub use warnings::{MAX_WARNING_LEN, MAX_WARNINGS, shorten as shorten_warning, shorten_to};
+pub use warnings::{MAX_WARNING_LEN, MAX_WARNINGS, WarningKind, shorten as shorten_warning, shorten_to};
 
 /// Computes the mutation for an object given as raw JSON text.
 pub fn mutate_json(raw: &str, ctx: &Context<'_>) -> Result<Mutation, MutateError> {

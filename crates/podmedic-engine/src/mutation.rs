@@ -97,6 +97,8 @@ pub struct Mutation {
     pub changes: Vec<Change>,
     /// Short, actionable messages for the user (each under 120 characters).
     pub warnings: Vec<String>,
+    /// What each warning is about, in the same order (for reports; the API gets the text only).
+    pub warning_kinds: Vec<crate::warnings::WarningKind>,
     /// Notes about what podmedic saw but deliberately did not do (for `podmedic fix -v` and logs).
     pub notes: Vec<String>,
 }

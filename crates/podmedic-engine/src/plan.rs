@@ -57,15 +57,15 @@ pub(crate) fn plan(object: &Object<'_>, ctx: &Context<'_>) -> Mutation {
     }
     warnings::collect(&target, &slots, &selection, &settings, ctx, &mut warnings);
     if diagnose::runs_at_admission(&target) {
-        for finding in diagnose::diagnose(&target, &slots, ctx).into_warnings() {
-            warnings.push(finding);
+        for (kind, finding) in diagnose::diagnose(&target, &slots, ctx).into_warnings() {
+            warnings.push(kind, finding);
         }
     }
     out.notes.extend(probe_notes.iter().cloned());
 
     write_records(object, &target, &selection, &out.changes, &probe_notes, &mut patch);
     out.patch = patch.build();
-    out.warnings = warnings.finish();
+    (out.warnings, out.warning_kinds) = warnings.finish();
     out
 }
 

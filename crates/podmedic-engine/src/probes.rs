@@ -14,7 +14,7 @@ use crate::policy::{Policy, ProbeProfile};
 use crate::ports::PodPorts;
 use crate::proxies::{ProxyKind, Setting, apply_settings, enable_health_check, exit_zero_on_sigterm};
 use crate::target::{PodTarget, Section, Slot};
-use crate::warnings::Warnings;
+use crate::warnings::{WarningKind, Warnings};
 
 /// Startup probe period.
 pub const STARTUP_PERIOD_SECONDS: u32 = 1;
@@ -63,7 +63,10 @@ pub(crate) fn add_startup_probes(
         let plan = if probes_allowed && c.startup_probe.is_none() {
             startup_plan(slot, ports.health_of(index), &rules, &mut ports).unwrap_or_else(|reason| {
                 if reason.contains("not reachable") {
-                    warnings.push(format!("container {}: {reason}; no startup probe added", c.name));
+                    warnings.push(
+                        WarningKind::ProbeNotAdded,
+                        format!("container {}: {reason}; no startup probe added", c.name),
+                    );
                 }
                 notes.push(format!("{}: no startup probe ({reason})", c.name));
                 None

@@ -17,7 +17,7 @@ use crate::object::Container;
 use crate::patch::PatchBuilder;
 use crate::policy::{Policy, SidecarProfile};
 use crate::target::{PodTarget, Section, Slot};
-use crate::warnings::Warnings;
+use crate::warnings::{WarningKind, Warnings};
 
 /// The sidecars chosen to move, in the order they will stand in `initContainers`.
 #[derive(Debug, Default)]
@@ -109,10 +109,10 @@ fn listed_names<'a>(value: Option<&'a str>, key: &str, warnings: &mut Warnings) 
     let Some(value) = value else { return BTreeSet::new() };
     let list = name_list(value);
     if list.ignored > 0 {
-        warnings.push(format!(
-            "{key} names more than {MAX_LISTED_NAMES} containers; {} further names were ignored",
-            list.ignored
-        ));
+        warnings.push(
+            WarningKind::Annotation,
+            format!("{key} names more than {MAX_LISTED_NAMES} containers; {} further names were ignored", list.ignored),
+        );
     }
     list.names.into_iter().collect()
 }
@@ -132,12 +132,18 @@ fn warn_about_unknown_names(
     for name in named_sidecars {
         // A sidecar podmedic moved earlier is a native sidecar now: no warning when it runs again.
         if !regular.contains(name) && !native.contains(name) {
-            warnings.push(format!("{SIDECARS_ANNOTATION} names \"{name}\", which is not a container of this Pod"));
+            warnings.push(
+                WarningKind::Annotation,
+                format!("{SIDECARS_ANNOTATION} names \"{name}\", which is not a container of this Pod"),
+            );
         }
     }
     for name in named_regular {
         if !regular.contains(name) && !init.contains(name) {
-            warnings.push(format!("{NOT_SIDECARS_ANNOTATION} names \"{name}\", which is not a container of this Pod"));
+            warnings.push(
+                WarningKind::Annotation,
+                format!("{NOT_SIDECARS_ANNOTATION} names \"{name}\", which is not a container of this Pod"),
+            );
         }
     }
 }
@@ -171,7 +177,7 @@ pub(crate) fn select<'v>(
         }
         if named_regular.contains(name) {
             if named {
-                warnings.push(format!(
+                warnings.push(WarningKind::Annotation, format!(
                     "container {name} is in {SIDECARS_ANNOTATION} and {NOT_SIDECARS_ANNOTATION}; it stays a regular container"
                 ));
             } else {
@@ -181,7 +187,10 @@ pub(crate) fn select<'v>(
         }
         if policy.never_move.iter().any(|n| n == name) {
             if named {
-                warnings.push(format!("container {name}: another webhook owns its place; podmedic never moves it"));
+                warnings.push(
+                    WarningKind::SidecarNotMoved,
+                    format!("container {name}: another webhook owns its place; podmedic never moves it"),
+                );
             }
             continue;
         }
@@ -196,16 +205,16 @@ pub(crate) fn select<'v>(
         crate::work::step(1);
         let c = &containers[*i];
         if c.restart_policy.is_some() || c.restart_policy_rules {
-            warnings.push(format!(
-                "container {}: sets restartPolicy as a regular container; podmedic leaves it in place",
-                c.name
-            ));
+            warnings.push(
+                WarningKind::SidecarNotMoved,
+                format!("container {}: sets restartPolicy as a regular container; podmedic leaves it in place", c.name),
+            );
             false
         } else if init_names.contains(c.name.as_str()) {
-            warnings.push(format!(
-                "container {}: an init container has the same name; podmedic leaves it in place",
-                c.name
-            ));
+            warnings.push(
+                WarningKind::SidecarNotMoved,
+                format!("container {}: an init container has the same name; podmedic leaves it in place", c.name),
+            );
             false
         } else {
             true
@@ -215,7 +224,7 @@ pub(crate) fn select<'v>(
         return Selection::default();
     }
     if candidates.len() > MAX_MOVED_SIDECARS {
-        warnings.push(format!(
+        warnings.push(WarningKind::SidecarNotMoved, format!(
             "{} containers look like sidecars, more than the {MAX_MOVED_SIDECARS} podmedic moves in one Pod; nothing moved",
             candidates.len()
         ));
@@ -223,14 +232,17 @@ pub(crate) fn select<'v>(
     }
     let names = || candidates.iter().map(|(i, _)| containers[*i].name.as_str()).collect::<Vec<_>>().join(", ");
     if candidates.len() == containers.len() {
-        warnings.push(format!(
+        warnings.push(WarningKind::SidecarNotMoved, format!(
             "every container looks like a sidecar ({}); nothing moved: name the main one in {NOT_SIDECARS_ANNOTATION}",
             names()
         ));
         return Selection::default();
     }
     if let crate::kubernetes::NativeSidecars::Unavailable(reason) = ctx.native_sidecars {
-        warnings.push(format!("native sidecars are not available ({reason}), so {} did not move", names()));
+        warnings.push(
+            WarningKind::NativeSidecarsUnavailable,
+            format!("native sidecars are not available ({reason}), so {} did not move", names()),
+        );
         return Selection::default();
     }
 
@@ -241,7 +253,10 @@ pub(crate) fn select<'v>(
         Some("first") => true,
         Some(other) => {
             notes.push(format!("{SIDECAR_POSITION_ANNOTATION}: unknown value \"{other}\", using last"));
-            warnings.push(format!("{SIDECAR_POSITION_ANNOTATION} must be first or last, not \"{other}\"; using last"));
+            warnings.push(
+                WarningKind::Annotation,
+                format!("{SIDECAR_POSITION_ANNOTATION} must be first or last, not \"{other}\"; using last"),
+            );
             false
         }
     };

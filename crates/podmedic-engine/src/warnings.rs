@@ -4,6 +4,7 @@
 use std::collections::HashSet;
 use std::hash::{BuildHasher, RandomState};
 
+use crate::checks::CheckId;
 use crate::kubernetes::{ImageRef, NativeSidecars};
 use crate::mutation::Context;
 use crate::object::Container;
@@ -19,6 +20,72 @@ pub const MAX_WARNING_LEN: usize = 119;
 /// user reads the first few.
 pub const MAX_WARNINGS: usize = 10;
 
+/// What a warning is about: a stable name for the reports of `podmedic fix --check` and `podmedic
+/// audit` (SARIF `ruleId`, JUnit failure `type`), where the text alone would have to be matched.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum WarningKind {
+    /// A check of a Pod that will not start ([`crate::diagnose`]), named by its check.
+    Check(CheckId),
+    /// A shell command that ends with a backgrounded process.
+    BackgroundedEntrypoint,
+    /// An image with the `latest` tag or none.
+    LatestTag,
+    /// Containers without resource requests.
+    MissingRequests,
+    /// A main container that still stops its sidecars itself after they became native sidecars.
+    StopsSidecarsItself,
+    /// Native sidecars in a Pod where the cluster's kubelets cannot run them.
+    NativeSidecarsUnavailable,
+    /// A Job's `podFailurePolicy` rule that can match a native sidecar's exit code.
+    PodFailurePolicy,
+    /// A `podmedic.io/*` annotation names something that is not there or has a value podmedic
+    /// does not understand.
+    Annotation,
+    /// A sidecar podmedic recognised but did not move (and why).
+    SidecarNotMoved,
+    /// A moved sidecar that did not get a startup probe (and why).
+    ProbeNotAdded,
+    /// A re-applied template whose sidecar an earlier podmedic had moved.
+    TemplateReapplied,
+    /// The last line that counts the warnings left out.
+    Omitted,
+}
+
+impl WarningKind {
+    /// Every kind that is not a check's.
+    pub const OWN: [WarningKind; 11] = [
+        WarningKind::BackgroundedEntrypoint,
+        WarningKind::LatestTag,
+        WarningKind::MissingRequests,
+        WarningKind::StopsSidecarsItself,
+        WarningKind::NativeSidecarsUnavailable,
+        WarningKind::PodFailurePolicy,
+        WarningKind::Annotation,
+        WarningKind::SidecarNotMoved,
+        WarningKind::ProbeNotAdded,
+        WarningKind::TemplateReapplied,
+        WarningKind::Omitted,
+    ];
+
+    /// The stable name: a check's own name (`node-fit`), or the kind's in kebab case.
+    pub fn name(self) -> &'static str {
+        match self {
+            WarningKind::Check(check) => check.name(),
+            WarningKind::BackgroundedEntrypoint => "backgrounded-entrypoint",
+            WarningKind::LatestTag => "latest-tag",
+            WarningKind::MissingRequests => "missing-requests",
+            WarningKind::StopsSidecarsItself => "stops-sidecars-itself",
+            WarningKind::NativeSidecarsUnavailable => "native-sidecars-unavailable",
+            WarningKind::PodFailurePolicy => "pod-failure-policy",
+            WarningKind::Annotation => "annotation",
+            WarningKind::SidecarNotMoved => "sidecar-not-moved",
+            WarningKind::ProbeNotAdded => "probe-not-added",
+            WarningKind::TemplateReapplied => "template-reapplied",
+            WarningKind::Omitted => "more-warnings",
+        }
+    }
+}
+
 /// The warnings of one object, as they are found: each shortened to [`MAX_WARNING_LEN`], each kept
 /// once, the first [`MAX_WARNINGS`] in the order found and the others only counted.
 ///
@@ -28,6 +95,8 @@ pub const MAX_WARNINGS: usize = 10;
 #[derive(Debug, Default)]
 pub(crate) struct Warnings {
     kept: Vec<String>,
+    /// The kind of each kept warning.
+    kinds: Vec<WarningKind>,
     /// Hashes of every distinct warning seen (a collision could only merge two of the uncounted).
     seen: HashSet<u64>,
     hasher: RandomState,
@@ -35,8 +104,8 @@ pub(crate) struct Warnings {
 }
 
 impl Warnings {
-    /// Adds a warning, unless the same text was added before.
-    pub fn push(&mut self, warning: String) {
+    /// Adds a warning of `kind`, unless the same text was added before.
+    pub fn push(&mut self, kind: WarningKind, warning: String) {
         crate::work::step(1);
         let warning = shorten(warning);
         if !self.seen.insert(self.hasher.hash_one(&warning)) {
@@ -44,28 +113,31 @@ impl Warnings {
         }
         if self.kept.len() < MAX_WARNINGS {
             self.kept.push(warning);
+            self.kinds.push(kind);
         } else {
             self.more += 1;
         }
     }
 
-    /// The warnings to return: the kept ones, then `... and N more warnings` when some were left out.
-    pub fn finish(self) -> Vec<String> {
-        let mut out = self.kept;
+    /// The warnings to return: the kept ones, then `... and N more warnings` when some were left
+    /// out; and the kind of each, in the same order.
+    pub fn finish(self) -> (Vec<String>, Vec<WarningKind>) {
+        let (mut out, mut kinds) = (self.kept, self.kinds);
         if self.more > 0 {
             let noun = if self.more == 1 { "warning" } else { "warnings" };
             out.push(format!("... and {} more {noun} (podmedic shows the first {MAX_WARNINGS})", self.more));
+            kinds.push(WarningKind::Omitted);
         }
-        out
+        (out, kinds)
     }
 }
 
-impl FromIterator<String> for Warnings {
+impl FromIterator<(WarningKind, String)> for Warnings {
     /// The warnings of `iter`, kept as [`Warnings::push`] keeps them.
-    fn from_iter<I: IntoIterator<Item = String>>(iter: I) -> Self {
+    fn from_iter<I: IntoIterator<Item = (WarningKind, String)>>(iter: I) -> Self {
         let mut warnings = Warnings::default();
-        for warning in iter {
-            warnings.push(warning);
+        for (kind, warning) in iter {
+            warnings.push(kind, warning);
         }
         warnings
     }
@@ -89,10 +161,13 @@ pub(crate) fn collect(
                 } else {
                     "it exits and the Pod restarts (CrashLoopBackOff)"
                 };
-                warnings.push(format!(
-                    "container {}: the shell command ends with a backgrounded process (&); {effect}",
-                    slot.container.name
-                ));
+                warnings.push(
+                    WarningKind::BackgroundedEntrypoint,
+                    format!(
+                        "container {}: the shell command ends with a backgrounded process (&); {effect}",
+                        slot.container.name
+                    ),
+                );
             }
         }
     }
@@ -102,8 +177,8 @@ pub(crate) fn collect(
                 let parsed = ImageRef::parse(image);
                 if parsed.is_latest() {
                     let what = if parsed.tag.is_some() { "the latest tag" } else { "no tag" };
-                    warnings
-                        .push(format!("container {}: image {image} has {what}; pin a version", slot.container.name));
+                    let text = format!("container {}: image {image} has {what}; pin a version", slot.container.name);
+                    warnings.push(WarningKind::LatestTag, text);
                 }
             }
         }
@@ -112,19 +187,25 @@ pub(crate) fn collect(
         let missing: Vec<&str> =
             slots.iter().filter(|s| reserves_nothing(s.container)).map(|s| s.container.name.as_str()).collect();
         if !missing.is_empty() && !has_pod_level_resources(target) {
-            warnings.push(format!(
-                "no resource requests on {}: the scheduler reserves nothing for them; set requests",
-                missing.join(", ")
-            ));
+            warnings.push(
+                WarningKind::MissingRequests,
+                format!(
+                    "no resource requests on {}: the scheduler reserves nothing for them; set requests",
+                    missing.join(", ")
+                ),
+            );
         }
     }
     if !selection.moved.is_empty() {
         for slot in slots.iter().filter(|s| s.section == Section::Regular) {
             if let Some(how) = stops_sidecars_itself(slot.container) {
-                warnings.push(format!(
-                    "container {}: still stops sidecars itself ({how}); that now restarts them, drop it",
-                    slot.container.name
-                ));
+                warnings.push(
+                    WarningKind::StopsSidecarsItself,
+                    format!(
+                        "container {}: still stops sidecars itself ({how}); that now restarts them, drop it",
+                        slot.container.name
+                    ),
+                );
             }
         }
     }
@@ -134,10 +215,10 @@ pub(crate) fn collect(
         let native: Vec<&str> =
             target.init_containers().iter().filter(|c| c.is_restartable()).map(|c| c.name.as_str()).collect();
         if !native.is_empty() {
-            warnings.push(format!(
-                "native sidecars {} hang in Init on kubelets older than 1.29 ({reason})",
-                native.join(", ")
-            ));
+            warnings.push(
+                WarningKind::NativeSidecarsUnavailable,
+                format!("native sidecars {} hang in Init on kubelets older than 1.29 ({reason})", native.join(", ")),
+            );
         }
     }
     let has_sidecars = slots.iter().any(Slot::is_native_sidecar);
@@ -145,9 +226,10 @@ pub(crate) fn collect(
         let rules = target.job_spec.and_then(|j| j.pod_failure_policy.as_ref()).map(|p| p.rules.as_slice());
         for (i, rule) in rules.unwrap_or_default().iter().enumerate() {
             if rule.on_exit_codes.as_ref().is_some_and(|c| c.container_name.as_deref().is_none_or(str::is_empty)) {
-                warnings.push(format!(
-                    "podFailurePolicy rule {i} has no containerName: it can match a sidecar's exit code 143"
-                ));
+                warnings.push(
+                    WarningKind::PodFailurePolicy,
+                    format!("podFailurePolicy rule {i} has no containerName: it can match a sidecar's exit code 143"),
+                );
             }
         }
     }
@@ -230,16 +312,23 @@ mod tests {
     fn warnings_are_kept_once_in_order_and_capped() {
         let mut warnings = Warnings::default();
         for i in 0..3 {
-            warnings.push(format!("first {i}"));
-            warnings.push(format!("first {i}"));
+            warnings.push(WarningKind::LatestTag, format!("first {i}"));
+            warnings.push(WarningKind::LatestTag, format!("first {i}"));
         }
-        assert_eq!(warnings.finish(), ["first 0", "first 1", "first 2"]);
+        let (texts, kinds) = warnings.finish();
+        assert_eq!(texts, ["first 0", "first 1", "first 2"]);
+        assert_eq!(kinds, [WarningKind::LatestTag; 3]);
 
         let mut warnings = Warnings::default();
         for i in 0..40_000 {
-            warnings.push(format!("podmedic.io/sidecars names \"c{}\", which is not a container", i % 25));
+            warnings.push(
+                WarningKind::Annotation,
+                format!("podmedic.io/sidecars names \"c{}\", which is not a container", i % 25),
+            );
         }
-        let out = warnings.finish();
+        let (out, kinds) = warnings.finish();
+        assert_eq!(kinds.len(), out.len());
+        assert_eq!(kinds[MAX_WARNINGS], WarningKind::Omitted);
         assert_eq!(out.len(), MAX_WARNINGS + 1);
         assert!(out[0].contains("\"c0\"") && out[MAX_WARNINGS - 1].contains("\"c9\""), "{out:?}");
         assert_eq!(out[MAX_WARNINGS], "... and 15 more warnings (podmedic shows the first 10)");
@@ -250,9 +339,20 @@ mod tests {
     fn long_warnings_that_differ_only_past_the_cut_are_one_warning() {
         let mut warnings = Warnings::default();
         let long = "x".repeat(200);
-        warnings.push(format!("{long} a"));
-        warnings.push(format!("{long} b"));
-        assert_eq!(warnings.finish().len(), 1);
+        warnings.push(WarningKind::LatestTag, format!("{long} a"));
+        warnings.push(WarningKind::LatestTag, format!("{long} b"));
+        assert_eq!(warnings.finish().0.len(), 1);
+    }
+
+    #[test]
+    fn kind_names_are_unique_and_apart_from_the_checks() {
+        let mut names: Vec<&str> = WarningKind::OWN.iter().map(|k| k.name()).collect();
+        names.extend(CheckId::ALL.iter().map(|c| WarningKind::Check(*c).name()));
+        let count = names.len();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), count, "{names:?}");
+        assert_eq!(WarningKind::Check(CheckId::NodeFit).name(), CheckId::NodeFit.name());
     }
 
     #[test]

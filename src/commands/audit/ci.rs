@@ -2,7 +2,7 @@
 //! Pod the audit names, with its findings. These come from a cluster, not from files, so SARIF
 //! results carry logical locations only (namespace, kind, name).
 
-use crate::commands::report::{Finding, Level, Report, ReportedObject, change_rule};
+use crate::commands::report::{ADVICE, Finding, Level, Report, ReportedObject, change_rule, warning_rule};
 
 use super::report::AuditReport;
 
@@ -39,8 +39,12 @@ pub fn audit_findings(report: &AuditReport) -> Report {
             let container = Some(change.container.clone());
             found.push((at, finding(change_rule(change.kind), Level::Error, container, message)));
         }
-        for text in w.warnings.iter().chain(&w.notes) {
-            found.push((at, finding("advice", Level::Warning, None, text.clone())));
+        for (i, text) in w.warnings.iter().enumerate() {
+            let rule = w.warning_kinds.get(i).map_or(ADVICE, |k| warning_rule(*k));
+            found.push((at, finding(rule, Level::Warning, None, text.clone())));
+        }
+        for text in &w.notes {
+            found.push((at, finding(ADVICE, Level::Warning, None, text.clone())));
         }
     }
     for s in &report.stuck {

@@ -9,7 +9,9 @@ use k8s_openapi::jiff::Timestamp;
 use podmedic_engine::annotations::{ENABLED_LABEL, namespace_settings};
 use podmedic_engine::cluster::NodeFacts;
 use podmedic_engine::kubernetes::{NodeKubelet, decide_native_sidecars};
-use podmedic_engine::{Change, ChangeKind, Context, NamespaceSettings, NativeSidecars, Policy, mutate_value};
+use podmedic_engine::{
+    Change, ChangeKind, Context, NamespaceSettings, NativeSidecars, Policy, WarningKind, mutate_value,
+};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -85,6 +87,9 @@ pub struct WouldChange {
     pub changes: Vec<Change>,
     /// The warnings the engine would return.
     pub warnings: Vec<String>,
+    /// What each warning is about, in the same order (the reports' rule ids).
+    #[serde(skip)]
+    pub warning_kinds: Vec<WarningKind>,
     /// What else to know: a VerticalPodAutoscaler that stops sizing a sidecar once it moves.
     pub notes: Vec<String>,
 }
@@ -264,6 +269,7 @@ pub fn build_report(
             namespace_enabled: ns.map(|(enabled, _)| *enabled),
             changes: mutation.changes,
             warnings: mutation.warnings,
+            warning_kinds: mutation.warning_kinds,
             notes,
         });
     };

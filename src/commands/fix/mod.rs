@@ -15,11 +15,13 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use podmedic_engine::{Change, Context, KubeVersion, NativeSidecars, Policy, diagnose_value, mutate_value};
+use podmedic_engine::{
+    Change, Context, KubeVersion, NativeSidecars, Policy, WarningKind, diagnose_value, mutate_value,
+};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::report::{ReportFormat, check_rule, write_report};
+use super::report::{ADVICE, ReportFormat, warning_rule, write_report};
 
 /// Output format of `podmedic fix`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -263,7 +265,7 @@ fn fix_document(input: &str, document: usize, before: Value, ctx: &Context<'_>) 
                 let item_label = self::label(item);
                 warnings.extend(m.warnings.iter().map(|w| format!("{item_label}: {w}")));
                 notes.extend(m.notes.iter().map(|n| format!("{item_label}: {n}")));
-                objects.push(outcome(Some(j), &item_before, item, m.changes, m.warnings, ctx));
+                objects.push(outcome(Some(j), &item_before, item, m.changes, m.warnings, &m.warning_kinds, ctx));
             }
         }
     } else {
@@ -271,31 +273,40 @@ fn fix_document(input: &str, document: usize, before: Value, ctx: &Context<'_>) 
         json_patch::patch(&mut after, &m.patch).map_err(|e| error(e.to_string()))?;
         warnings.clone_from(&m.warnings);
         notes = m.notes;
-        objects.push(outcome(None, &before, &after, m.changes, m.warnings, ctx));
+        objects.push(outcome(None, &before, &after, m.changes, m.warnings, &m.warning_kinds, ctx));
     }
     Ok(Fixed { input: input.to_owned(), document, label, before, after, warnings, notes, objects })
 }
 
-/// The report's view of one object: its changes, and its warnings each with its rule. A warning
-/// the diagnosis checks gave is named by its check (`node-fit`, ...); the others are `advice`.
+/// The report's view of one object: its changes, and its warnings each with its rule (the
+/// engine's kind of the warning: a check's name such as `node-fit`, or `latest-tag`, ...). A
+/// check's warning also names its container, which the diagnosis gives.
 fn outcome(
     item: Option<usize>,
     before: &Value,
     after: &Value,
     changes: Vec<Change>,
     warnings: Vec<String>,
+    kinds: &[WarningKind],
     ctx: &Context<'_>,
 ) -> Outcome {
-    let findings = if warnings.is_empty() {
-        Vec::new()
-    } else {
+    let findings = if kinds.iter().any(|k| matches!(k, WarningKind::Check(_))) {
         diagnose_value(before, ctx).map(|d| d.findings).unwrap_or_default()
+    } else {
+        Vec::new()
     };
     let warnings = warnings
         .into_iter()
-        .map(|w| match findings.iter().find(|f| f.message == w) {
-            Some(f) => (check_rule(f.check), f.container.clone(), w),
-            None => ("advice", None, w),
+        .enumerate()
+        .map(|(i, w)| {
+            let kind = kinds.get(i).copied();
+            let container = match kind {
+                Some(WarningKind::Check(check)) => {
+                    findings.iter().find(|f| f.check == check && f.message == w).and_then(|f| f.container.clone())
+                }
+                _ => None,
+            };
+            (kind.map_or(ADVICE, warning_rule), container, w)
         })
         .collect();
     let text = |pointer: &str| after.pointer(pointer).and_then(Value::as_str).map(str::to_owned);

@@ -1,8 +1,8 @@
 //! Every rule a report can name: id, title and help. The ids are stable (SARIF `ruleId`, JUnit
 //! failure `type`, `--report json`'s `rule`).
 
-use podmedic_engine::ChangeKind;
 use podmedic_engine::checks::CheckId;
+use podmedic_engine::{ChangeKind, WarningKind};
 
 /// One rule of a report.
 #[derive(Debug, PartialEq, Eq)]
@@ -23,7 +23,7 @@ const AUDIT: &str = "why-is-my-pod-not-running";
 const GITOPS: &str = "gitops";
 
 /// Every rule, in the order SARIF lists them (`ruleIndex` is the position here).
-pub const RULES: [Rule; 18] = [
+pub const RULES: [Rule; 29] = [
     Rule {
         id: "sidecar-moved",
         title: "A long-running sidecar of a run-to-completion Pod becomes a native sidecar",
@@ -116,7 +116,76 @@ pub const RULES: [Rule; 18] = [
         anchor: CHECKS,
     },
     Rule {
-        id: "advice",
+        id: "backgrounded-entrypoint",
+        title: "A shell command ends with a backgrounded process",
+        help: "Run the last process in the foreground (drop the trailing &, or `exec` it), so the container \
+               does not exit before its work is done.",
+        anchor: CHECKS,
+    },
+    Rule {
+        id: "latest-tag",
+        title: "An image has the latest tag or none",
+        help: "Pin a version (or a digest), so every node runs the same image.",
+        anchor: CHECKS,
+    },
+    Rule {
+        id: "missing-requests",
+        title: "Containers have no resource requests",
+        help: "Set CPU and memory requests, so the scheduler reserves what the containers need.",
+        anchor: CHECKS,
+    },
+    Rule {
+        id: "stops-sidecars-itself",
+        title: "A main container still stops its sidecars itself",
+        help: "Drop the shutdown hand-off (/quitquitquit, kubexit, kill): a native sidecar is stopped by the \
+               kubelet, and stopping it from inside makes the kubelet restart it.",
+        anchor: CHANGES,
+    },
+    Rule {
+        id: "native-sidecars-unavailable",
+        title: "Native sidecars are not available where this Pod may run",
+        help: "Upgrade the API server and the kubelets to 1.29 or later; until then the sidecars stay where they are.",
+        anchor: CHANGES,
+    },
+    Rule {
+        id: "pod-failure-policy",
+        title: "A podFailurePolicy rule can match a native sidecar's exit code",
+        help: "Set containerName on the rule's onExitCodes, so a sidecar stopped with 143 does not fail the Job.",
+        anchor: CHANGES,
+    },
+    Rule {
+        id: "annotation",
+        title: "A podmedic.io annotation names something that is not there, or has an unknown value",
+        help: "Fix the annotation: the message names it and the value podmedic did not use.",
+        anchor: CHANGES,
+    },
+    Rule {
+        id: "sidecar-not-moved",
+        title: "A sidecar podmedic recognised was not moved",
+        help: "Read why in the message (its restartPolicy, a name clash, too many sidecars, every container a \
+               sidecar); name the main container in podmedic.io/not-sidecars where that is the cause.",
+        anchor: CHANGES,
+    },
+    Rule {
+        id: "probe-not-added",
+        title: "A moved sidecar got no startup probe",
+        help: "Give the sidecar a startup probe yourself, or make its health endpoint reachable.",
+        anchor: CHANGES,
+    },
+    Rule {
+        id: "template-reapplied",
+        title: "A re-applied template's sidecar an earlier podmedic had moved",
+        help: "Nothing to do for a CronJob; a Job's template cannot change: delete and re-create the Job.",
+        anchor: GITOPS,
+    },
+    Rule {
+        id: "more-warnings",
+        title: "More warnings than podmedic shows for one object",
+        help: "Fix the ones shown and run again.",
+        anchor: CHECKS,
+    },
+    Rule {
+        id: ADVICE,
         title: "podmedic saw something it cannot safely fix",
         help: "Read the message: it names the container and what to do.",
         anchor: CHECKS,
@@ -155,6 +224,15 @@ pub fn check_rule(check: CheckId) -> &'static str {
     check.name()
 }
 
+/// The rule of a warning the engine gave: its kind's name.
+pub fn warning_rule(kind: WarningKind) -> &'static str {
+    kind.name()
+}
+
+/// The rule of what has no kind of its own: a note of `podmedic audit` (what podmedic saw but did
+/// not do).
+pub const ADVICE: &str = "advice";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,6 +261,9 @@ mod tests {
         }
         for check in CheckId::ALL {
             assert!(rule(check_rule(check)).is_some(), "{}", check.name());
+        }
+        for kind in WarningKind::OWN {
+            assert!(rule(warning_rule(kind)).is_some(), "{}", kind.name());
         }
         let mut ids: Vec<&str> = RULES.iter().map(|r| r.id).collect();
         ids.sort_unstable();

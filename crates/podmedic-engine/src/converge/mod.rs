@@ -31,7 +31,7 @@ use serde_json::Value;
 use crate::annotations::{CHANGES_ANNOTATION, MOVED_ANNOTATION};
 use crate::mutation::{Change, ChangeKind, Context, MutateError, Mutation};
 use crate::record::MovedRecord;
-use crate::warnings::Warnings;
+use crate::warnings::{WarningKind, Warnings};
 use rewrite::{annotation, at_mut, list_at, set_annotation};
 use verdict::{Evidence, Finding, Verdict, is_restartable, name_of};
 
@@ -210,10 +210,13 @@ pub fn converge(object: &Value, stored: &Value, mode: UpdateMode, ctx: &Context<
         }
         out.changes.extend(planned.changes);
         out.warnings.extend(planned.warnings);
+        out.warning_kinds.extend(planned.warning_kinds);
         out.notes.extend(planned.notes);
     }
     out.patch = rewrite::patch_between(object, &result);
-    out.warnings = std::mem::take(&mut out.warnings).into_iter().collect::<Warnings>().finish();
+    let warnings = std::mem::take(&mut out.warnings);
+    let kinds = std::mem::take(&mut out.warning_kinds);
+    (out.warnings, out.warning_kinds) = kinds.into_iter().zip(warnings).collect::<Warnings>().finish();
     Ok(out)
 }
 
@@ -313,11 +316,13 @@ fn report(kind: TemplateKind, finding: &Finding<'_>, action: Action, out: &mut M
                 out.warnings.push(format!(
                     "container {name}: changed, but a Job's pod template cannot change; the API server refuses this"
                 ));
+                out.warning_kinds.push(WarningKind::TemplateReapplied);
             } else {
                 out.warnings.push(format!(
                     "container {name}: back in containers as applied; podmedic fixes this {}'s Pods instead",
                     kind.name()
                 ));
+                out.warning_kinds.push(WarningKind::TemplateReapplied);
             }
             (ChangeKind::SidecarRestored, "back in containers as applied (podmedic fixes the Pods)")
         }

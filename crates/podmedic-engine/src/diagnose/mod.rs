@@ -29,7 +29,7 @@ use crate::object::Object;
 use crate::patch::PatchBuilder;
 use crate::sidecars::{Profiles, Selection, apply_moves};
 use crate::target::{Holder, PodTarget, Slot};
-use crate::warnings::shorten;
+use crate::warnings::{WarningKind, shorten};
 
 /// Most findings reported for one object; the rest are only counted ([`Diagnosis::omitted`]).
 pub const MAX_FINDINGS: usize = 10;
@@ -44,11 +44,13 @@ pub struct Diagnosis {
 }
 
 impl Diagnosis {
-    /// The findings as admission warnings, with a last line counting those left out.
-    pub fn into_warnings(self) -> impl Iterator<Item = String> {
-        let more =
-            (self.omitted > 0).then(|| format!("podmedic: {} more problems in this object not shown", self.omitted));
-        self.findings.into_iter().map(|f| f.message).chain(more)
+    /// The findings as admission warnings with their kinds, and a last line counting those left
+    /// out.
+    pub fn into_warnings(self) -> impl Iterator<Item = (WarningKind, String)> {
+        let more = (self.omitted > 0).then(|| {
+            (WarningKind::Omitted, format!("podmedic: {} more problems in this object not shown", self.omitted))
+        });
+        self.findings.into_iter().map(|f| (WarningKind::Check(f.check), f.message)).chain(more)
     }
 }
 
