@@ -168,7 +168,7 @@ pub(crate) fn record_moves(
     // the moves only, and the Pods of every Job (the hot path) pay no second read of the body.
     let raw = match target.holder {
         Holder::Pod => None,
-        _ => object.source.value_at(target.spec_loc.child("containers").tokens()),
+        _ => object.source.value_at(&target.spec_loc.child("containers").tokens()),
     };
     let received = raw.as_ref().and_then(Value::as_array);
     for (index, _) in &selection.moved {
