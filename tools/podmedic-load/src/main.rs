@@ -49,8 +49,8 @@ pub struct Args {
     /// Run only these phases.
     #[arg(long, value_enum, value_delimiter = ',')]
     pub only: Vec<Phase>,
-    /// The podmedic binary to test (default: `cargo build --release --bin podmedic`, then
-    /// target/release/podmedic).
+    /// The podmedic binary to test (default: `cargo build --bin podmedic` in the profile this
+    /// harness was built in, `--release` or `--profile dist`, then target/<profile>/podmedic).
     #[arg(long)]
     pub podmedic: Option<PathBuf>,
     /// Request body for the load phases (default: the Job controller's Pod with cloud-sql-proxy,

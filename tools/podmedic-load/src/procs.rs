@@ -264,22 +264,25 @@ impl RssSampler {
     }
 }
 
-/// Builds the `podmedic` binary with cargo, in the profile this harness was built in (release for
-/// figures; a debug harness, as in the CI smoke run, tests a debug podmedic), and returns its path.
+/// Builds the `podmedic` binary with cargo, in the profile this harness was built in (`release`,
+/// or `dist` for what the image ships; a debug harness, as in the CI smoke run, tests a debug
+/// podmedic), and returns its path. The profile is read off the directory this harness runs from
+/// (`target/<profile>/podmedic-load`), so `cargo run --profile dist -p podmedic-load` measures
+/// the dist podmedic against floors built the same way.
 pub fn build_podmedic(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
     if let Some(path) = explicit {
         return Ok(path.to_path_buf());
     }
-    let release = !cfg!(debug_assertions);
+    let profile = own_profile();
     // The workspace root, two levels above this package (tools/podmedic-load).
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let root = root.as_path();
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut args = vec!["build", "--bin", "podmedic"];
-    if release {
-        args.push("--release");
-    } else {
-        eprintln!("podmedic-load is a debug build: this is a smoke run, its figures mean nothing");
+    match profile.as_str() {
+        "debug" => eprintln!("podmedic-load is a debug build: this is a smoke run, its figures mean nothing"),
+        "release" => args.push("--release"),
+        other => args.extend(["--profile", other]),
     }
     let started = Instant::now();
     eprintln!("building podmedic (cargo {})...", args.join(" "));
@@ -290,5 +293,21 @@ pub fn build_podmedic(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
     }
     eprintln!("built in {:.0?}", started.elapsed());
     let target_dir = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
-    Ok(target_dir.join(if release { "release" } else { "debug" }).join("podmedic"))
+    Ok(target_dir.join(&profile).join("podmedic"))
+}
+
+/// The cargo profile this harness was built in: the name of the directory it runs from, `release`
+/// when that cannot be read from a build with optimisations, `debug` from one without.
+fn own_profile() -> String {
+    let fallback = if cfg!(debug_assertions) { "debug" } else { "release" };
+    let dir = std::env::current_exe().ok().and_then(|exe| {
+        let parent = exe.parent()?;
+        // `target/<profile>/deps/…` when run as a test binary.
+        let parent = if parent.file_name()? == "deps" { parent.parent()? } else { parent };
+        parent.file_name()?.to_str().map(str::to_owned)
+    });
+    match dir {
+        Some(name) if name == "debug" || name == "release" || name == "dist" => name,
+        _ => fallback.to_owned(),
+    }
 }
