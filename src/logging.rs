@@ -16,17 +16,16 @@
 //! - nothing lost on a normal exit: [`FlushOnDrop`] writes what is left. What a `SIGKILL` or an
 //!   out-of-memory kill loses is at most the last [`GATHER`] of INFO and DEBUG lines.
 
-use std::io::{self, Write};
+use std::io::{self, IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::{JoinHandle, Thread};
 use std::time::Duration;
 
-use std::io::IsTerminal;
-
 use tracing::{Level, Metadata};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::fmt::writer::EitherWriter;
 
 /// kube's client logs every failed request at ERROR with no context (`failed with error client
 /// error (Connect)`); podmedic logs each of those failures itself, with what kind of failure it is
@@ -84,49 +83,24 @@ enum Stderr {
     Batched(BatchedStderr),
 }
 
-/// One event's writer of [`Stderr`] (an enum rather than a box: no allocation per line).
-enum StderrLine<'a> {
-    Direct(io::Stderr),
-    Batched(Line<'a>),
-}
-
-impl Write for StderrLine<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            StderrLine::Direct(w) => w.write(buf),
-            StderrLine::Batched(w) => w.write(buf),
-        }
-    }
-
-    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        match self {
-            StderrLine::Direct(w) => w.write_all(buf),
-            StderrLine::Batched(w) => w.write_all(buf),
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        match self {
-            StderrLine::Direct(w) => w.flush(),
-            StderrLine::Batched(w) => w.flush(),
-        }
-    }
-}
+/// One event's writer: tracing-subscriber's `EitherWriter` (no allocation per line, as a box would
+/// make).
+type StderrLine<'a> = EitherWriter<io::Stderr, Line<'a>>;
 
 impl<'a> MakeWriter<'a> for Stderr {
     type Writer = StderrLine<'a>;
 
     fn make_writer(&'a self) -> StderrLine<'a> {
         match self {
-            Stderr::Direct => StderrLine::Direct(io::stderr()),
-            Stderr::Batched(w) => StderrLine::Batched(w.make_writer()),
+            Stderr::Direct => EitherWriter::A(io::stderr()),
+            Stderr::Batched(w) => EitherWriter::B(w.make_writer()),
         }
     }
 
     fn make_writer_for(&'a self, meta: &Metadata<'_>) -> StderrLine<'a> {
         match self {
-            Stderr::Direct => StderrLine::Direct(io::stderr()),
-            Stderr::Batched(w) => StderrLine::Batched(w.make_writer_for(meta)),
+            Stderr::Direct => EitherWriter::A(io::stderr()),
+            Stderr::Batched(w) => EitherWriter::B(w.make_writer_for(meta)),
         }
     }
 }
@@ -184,22 +158,27 @@ impl BatchedStderr {
 
 impl Shared {
     /// The writer thread: sleeps until a batch begins, lets it gather, writes it.
+    /// What is left at the end is written by [`FlushOnDrop`], after this thread has stopped.
     fn run_writer(&self) {
         loop {
             std::thread::park();
             if self.stopping.load(Ordering::Acquire) {
-                break;
+                return;
             }
             std::thread::sleep(GATHER);
             self.write_pending();
         }
-        self.write_pending();
     }
 
     fn write_pending(&self) {
-        let mut pending = self.lock();
+        Self::write_out(&self.sink, &mut self.lock());
+    }
+
+    /// Writes `pending` to `sink` and empties it (called with the buffer's lock held, so lines
+    /// keep their order).
+    fn write_out(sink: &Sink, pending: &mut Vec<u8>) {
         if !pending.is_empty() {
-            (self.sink)(&pending);
+            sink(pending);
             pending.clear();
         }
     }
@@ -209,8 +188,7 @@ impl Shared {
         let begins_batch = pending.is_empty();
         pending.extend_from_slice(line);
         if urgent || pending.len() >= MAX_PENDING || self.stopping.load(Ordering::Acquire) {
-            (self.sink)(&pending);
-            pending.clear();
+            Self::write_out(&self.sink, &mut pending);
         } else if begins_batch && let Some(writer) = self.writer.get() {
             writer.unpark();
         }

@@ -16,7 +16,7 @@ use std::io::Write;
 use serde::Serialize;
 
 pub use junit::write_junit;
-pub use rules::{ADVICE, RULES, Rule, change_rule, check_rule, warning_rule};
+pub use rules::{ADVICE, RULES, Rule, change_rule, warning_rule};
 pub use sarif::{sarif_log, write_sarif};
 
 /// How a report is written.

@@ -1,7 +1,6 @@
 //! Every rule a report can name: id, title and help. The ids are stable (SARIF `ruleId`, JUnit
 //! failure `type`, `--report json`'s `rule`).
 
-use podmedic_engine::checks::CheckId;
 use podmedic_engine::{ChangeKind, WarningKind};
 
 /// One rule of a report.
@@ -219,12 +218,8 @@ pub fn change_rule(kind: ChangeKind) -> &'static str {
     }
 }
 
-/// The rule of a check that warns: its `podmedic.io/disabled-checks` name.
-pub fn check_rule(check: CheckId) -> &'static str {
-    check.name()
-}
-
-/// The rule of a warning the engine gave: its kind's name.
+/// The rule of a warning the engine gave: its kind's name (a check's warning: the check's
+/// `podmedic.io/disabled-checks` name).
 pub fn warning_rule(kind: WarningKind) -> &'static str {
     kind.name()
 }
@@ -235,6 +230,8 @@ pub const ADVICE: &str = "advice";
 
 #[cfg(test)]
 mod tests {
+    use podmedic_engine::checks::CheckId;
+
     use super::*;
 
     fn rule(id: &str) -> Option<&'static Rule> {
@@ -260,7 +257,7 @@ mod tests {
             assert_eq!(serde_json::to_value(kind).unwrap(), id);
         }
         for check in CheckId::ALL {
-            assert!(rule(check_rule(check)).is_some(), "{}", check.name());
+            assert!(rule(warning_rule(WarningKind::Check(check))).is_some(), "{}", check.name());
         }
         for kind in WarningKind::OWN {
             assert!(rule(warning_rule(kind)).is_some(), "{}", kind.name());

@@ -300,12 +300,7 @@ pub fn build_podmedic(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
 /// when that cannot be read from a build with optimisations, `debug` from one without.
 fn own_profile() -> String {
     let fallback = if cfg!(debug_assertions) { "debug" } else { "release" };
-    let dir = std::env::current_exe().ok().and_then(|exe| {
-        let parent = exe.parent()?;
-        // `target/<profile>/deps/…` when run as a test binary.
-        let parent = if parent.file_name()? == "deps" { parent.parent()? } else { parent };
-        parent.file_name()?.to_str().map(str::to_owned)
-    });
+    let dir = std::env::current_exe().ok().and_then(|exe| exe.parent()?.file_name()?.to_str().map(str::to_owned));
     match dir {
         Some(name) if name == "debug" || name == "release" || name == "dist" => name,
         _ => fallback.to_owned(),
