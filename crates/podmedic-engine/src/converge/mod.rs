@@ -12,7 +12,7 @@
 //! |---|---|---|
 //! | unchanged | the stored init container stays byte for byte, the copy in `containers` goes | CronJob: podmedic's init container goes, the user's container stays where the apply put it; Job: as in template mode |
 //! | changed | the user's container replaces the init container in its place, with podmedic's additions made again | podmedic's init container goes |
-//! | no longer applied (`applied`) | the init container goes | the init container goes |
+//! | applied before this update, no longer applied (`applied`) | the init container goes | the init container goes |
 //!
 //! Byte for byte, not recomputed: a newer podmedic may choose other flags or ports, and a Job's
 //! pod template is immutable, so a Job's re-apply is legal only if its template ends up equal to
@@ -182,6 +182,7 @@ pub fn converge(object: &Value, stored: &Value, mode: UpdateMode, ctx: &Context<
             .rev()
             .collect(),
         applied: applied::applied_names(object, &spec),
+        applied_before: applied::applied_names(stored, &spec),
     };
     let findings = verdict::findings(containers, init, &evidence);
     if findings.is_empty() {

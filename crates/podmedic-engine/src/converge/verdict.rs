@@ -23,6 +23,10 @@ pub(super) struct Evidence<'v> {
     pub stored: BTreeMap<&'v str, &'v Value>,
     /// The names the user applies in the pod template, when that is known (`applied`).
     pub applied: Option<BTreeSet<String>>,
+    /// The names the user applied in the stored object's pod template, when that is known. A
+    /// container counts as deleted from Git only if it was applied before: one that another
+    /// webhook or a `kubectl edit` added was never in the manifest, and stays.
+    pub applied_before: Option<BTreeSet<String>>,
 }
 
 /// What happens to one restartable init container podmedic placed.
@@ -32,8 +36,8 @@ pub(super) enum Verdict {
     Unchanged { user: usize },
     /// The user's container is back in `containers` and changed (a new tag, a new flag).
     Changed { user: usize },
-    /// The user no longer applies a container of this name; a copy left in `containers` (at
-    /// `user`) goes too.
+    /// The user applied a container of this name before this update and no longer does; a copy
+    /// left in `containers` (at `user`) goes too.
     Removed { user: Option<usize> },
 }
 
@@ -66,8 +70,9 @@ pub(super) fn findings<'v>(containers: &'v [Value], init: &'v [Value], evidence:
         // What the user applies decides first: the patch never changes it, so podmedic decides
         // the same on its own output (idempotence).
         let applied = evidence.applied.as_ref().map(|names| names.contains(name));
+        let was_applied = evidence.applied_before.as_ref().is_some_and(|names| names.contains(name));
         let verdict = match (user, applied) {
-            (_, Some(false)) => Verdict::Removed { user: user.map(|(i, _)| i) },
+            (_, Some(false)) if was_applied => Verdict::Removed { user: user.map(|(i, _)| i) },
             (Some((i, user)), _) => {
                 let unchanged = match evidence.record.fingerprint(name) {
                     Some(recorded) => fingerprint(user) == recorded,
