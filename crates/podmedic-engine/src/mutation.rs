@@ -1,6 +1,7 @@
 //! What the engine takes besides the object ([`Context`]) and what it returns ([`Mutation`], made
 //! of [`Change`]s, warnings and notes, or a [`MutateError`]).
 
+use std::collections::BTreeSet;
 use std::fmt;
 
 use serde::Serialize;
@@ -21,13 +22,22 @@ pub struct Context<'a> {
     pub namespace: Option<&'a NamespaceSettings>,
     /// What is known about the cluster's nodes and the namespace's objects (nothing by default).
     pub cluster: ClusterView<'a>,
+    /// Containers that stay regular in this request whatever the catalogue and the annotations
+    /// say (none by default): on the UPDATE of a Job or CronJob, those the user stopped applying
+    /// while another field manager keeps them in `containers`. A move of one would be undone as
+    /// "deleted from Git" by the next request, so podmedic's answer on its own output would not
+    /// be empty.
+    pub held_regular: &'a BTreeSet<String>,
 }
+
+/// No names: the default [`Context::held_regular`].
+static NO_NAMES: BTreeSet<String> = BTreeSet::new();
 
 impl<'a> Context<'a> {
     /// A context with this policy and capability, and nothing known about the namespace or the
     /// cluster: what `podmedic fix` and a webhook with no cluster use.
     pub fn new(policy: &'a Policy, native_sidecars: &'a NativeSidecars) -> Self {
-        Context { policy, native_sidecars, namespace: None, cluster: ClusterView::default() }
+        Context { policy, native_sidecars, namespace: None, cluster: ClusterView::default(), held_regular: &NO_NAMES }
     }
 }
 

@@ -185,6 +185,12 @@ pub(crate) fn select<'v>(
             }
             continue;
         }
+        if ctx.held_regular.contains(name) {
+            notes.push(format!(
+                "{name}: no longer applied, but kept in containers by another field manager; left regular"
+            ));
+            continue;
+        }
         if policy.never_move.iter().any(|n| n == name) {
             if named {
                 warnings.push(

@@ -121,10 +121,8 @@ fn unschedulable(pod: &Value, events: &[&PodEvent], with: Explaining<'_>) -> Opt
     // "0/3 nodes are available: 3 Insufficient cpu. preemption: ..." keeps its first sentence.
     let first = message.split(". ").next().unwrap_or_default().trim_end_matches('.').to_owned();
     let ctx = Context {
-        policy: with.policy,
-        native_sidecars: &NativeSidecars::Available,
-        namespace: None,
         cluster: ClusterView { nodes: with.nodes, objects: None },
+        ..Context::new(with.policy, &NativeSidecars::Available)
     };
     let finding = diagnose_value(pod, &ctx)
         .ok()

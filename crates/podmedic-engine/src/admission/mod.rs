@@ -314,8 +314,7 @@ fn answer<O: ReceivedObject>(
                 nodes: nodes.as_deref().map(Vec::as_slice),
                 objects: objects.as_deref().map(|o| o as &dyn NamespaceObjects),
             };
-            let ctx =
-                Context { policy: &env.policy, native_sidecars: &capability, namespace: namespace.as_deref(), cluster };
+            let ctx = Context { namespace: namespace.as_deref(), cluster, ..Context::new(&env.policy, &capability) };
             let old_object = request.old_object;
             let run = || decide(endpoint, request.operation, &object, old_object, &ctx);
             respond(&mut response, run, &mut admission)?;

@@ -151,17 +151,30 @@ pub(crate) fn within_value_limit(json: &str) -> bool {
 
 /// Converges an UPDATE of `object`, whose stored version is `stored` (`null` when unknown).
 pub fn converge(object: &Value, stored: &Value, mode: UpdateMode, ctx: &Context<'_>) -> Result<Mutation, MutateError> {
+    let kind = TemplateKind::of(object);
+    let template = kind.map(TemplateKind::template).unwrap_or_default();
+    let spec: Vec<&str> = template.iter().copied().chain(["spec"]).collect();
+    // What the user applies now and applied before: a container the user stopped applying is
+    // never moved (another field manager keeps it in `containers`; the next request would remove
+    // the move as deleted from Git).
+    let (applied, applied_before) = match kind {
+        Some(_) => (applied::applied_names(object, &spec), applied::applied_names(stored, &spec)),
+        None => (None, None),
+    };
+    let held_regular: BTreeSet<String> = match (&applied, &applied_before) {
+        (Some(now), Some(before)) => before.difference(now).cloned().collect(),
+        _ => BTreeSet::new(),
+    };
+    let ctx = &Context { held_regular: &held_regular, ..*ctx };
+
     // Without a move to converge, a CronJob's update is planned as on CREATE (its template may
     // predate podmedic); a Job's is left alone: its template is immutable, and moving anything
     // would make the API server refuse an update that is legal without podmedic.
-    let kind = TemplateKind::of(object);
     let plan_only = || match (mode, kind) {
         (UpdateMode::Template, Some(TemplateKind::CronJob)) => crate::mutate_value(object, ctx),
         _ => Ok(Mutation::default()),
     };
     let Some(kind) = kind else { return plan_only() };
-    let template = kind.template();
-    let spec: Vec<&str> = template.iter().copied().chain(["spec"]).collect();
     let meta: Vec<&str> = template.iter().copied().chain(["metadata"]).collect();
     let containers = list_at(object, &[&spec[..], &["containers"]].concat());
     let init = list_at(object, &[&spec[..], &["initContainers"]].concat());
@@ -181,8 +194,8 @@ pub fn converge(object: &Value, stored: &Value, mode: UpdateMode, ctx: &Context<
             .filter_map(|c| Some((name_of(c)?, c)))
             .rev()
             .collect(),
-        applied: applied::applied_names(object, &spec),
-        applied_before: applied::applied_names(stored, &spec),
+        applied,
+        applied_before,
     };
     let findings = verdict::findings(containers, init, &evidence);
     if findings.is_empty() {

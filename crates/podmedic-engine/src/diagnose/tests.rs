@@ -83,10 +83,9 @@ impl Cluster {
             objects: self.seen.as_ref().map(|s| s as &dyn NamespaceObjects),
         };
         f(&Context {
-            policy: &self.policy,
-            native_sidecars: &NativeSidecars::Available,
             namespace: self.namespace.as_ref(),
             cluster,
+            ..Context::new(&self.policy, &NativeSidecars::Available)
         })
     }
 
