@@ -6,7 +6,7 @@
 #   fuzz/smoke.sh               # 45 s of `admit`, then 15 s of `growth` (FUZZ_SECONDS, FUZZ_GROWTH_SECONDS)
 #   FUZZ_NO_INSTALL=1 fuzz/smoke.sh   # skip (exit 0) instead of installing cargo-fuzz
 #   FUZZ_DEV=1 fuzz/smoke.sh          # unoptimised build, faster to build (CI uses this)
-#   FUZZ_SEED=1 FUZZ_RUNS=6000 FUZZ_GROWTH_RUNS=250 fuzz/smoke.sh
+#   FUZZ_SEED=1 FUZZ_RUNS=6000 FUZZ_GROWTH_RUNS=750 fuzz/smoke.sh
 #                                     # a fixed seed and a fixed number of inputs instead of a time:
 #                                     # the same inputs on every run and every machine (CI uses this)
 #
@@ -27,7 +27,7 @@ if [ -n "${FUZZ_RUNS:-}" ]; then
   corpus="$(mktemp -d)"
   trap 'rm -rf "$corpus"' EXIT
   admit_budget=(-seed="${FUZZ_SEED:-1}" -runs="$FUZZ_RUNS")
-  growth_budget=(-seed="${FUZZ_SEED:-1}" -runs="${FUZZ_GROWTH_RUNS:-250}")
+  growth_budget=(-seed="${FUZZ_SEED:-1}" -runs="${FUZZ_GROWTH_RUNS:-750}")
 else
   admit_budget=(${FUZZ_SEED:+-seed="$FUZZ_SEED"} -max_total_time="$seconds")
   growth_budget=(${FUZZ_SEED:+-seed="$FUZZ_SEED"} -max_total_time="$growth_seconds")
