@@ -16,6 +16,8 @@
 //! - nothing lost on a normal exit: [`FlushOnDrop`] writes what is left. What a `SIGKILL` or an
 //!   out-of-memory kill loses is at most the last [`GATHER`] of INFO and DEBUG lines.
 
+mod fields;
+
 use std::io::{self, IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -26,6 +28,8 @@ use tracing::{Level, Metadata};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::fmt::writer::EitherWriter;
+
+use fields::PlainFields;
 
 /// kube's client logs every failed request at ERROR with no context (`failed with error client
 /// error (Connect)`); podmedic logs each of those failures itself, with what kind of failure it is
@@ -38,7 +42,8 @@ const KUBE_REQUEST_ERRORS_OFF: &str = "kube_client::client::builder=off";
 ///
 /// With `batched` (for `podmedic serve`) INFO and DEBUG lines go through [`BatchedStderr`]; keep
 /// the returned guard until exit. If its thread cannot be started, lines go straight to standard
-/// error.
+/// error. Plain text (not a terminal, not JSON) has its fields written by [`PlainFields`]: the
+/// default formatter's text, cheaper.
 pub fn init(level: Option<&str>, json: bool, batched: bool) -> Option<FlushOnDrop> {
     let requested = match level {
         Some(level) => Some(level.to_owned()),
@@ -61,12 +66,14 @@ pub fn init(level: Option<&str>, json: bool, batched: bool) -> Option<FlushOnDro
         }
         None => (Stderr::Direct, None),
     };
-    let builder =
-        tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_ansi(io::stderr().is_terminal());
+    let ansi = io::stderr().is_terminal();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_ansi(ansi);
     if json {
         builder.json().flatten_event(true).with_current_span(false).init();
-    } else {
+    } else if ansi {
         builder.init();
+    } else {
+        builder.fmt_fields(PlainFields).init();
     }
     guard
 }
