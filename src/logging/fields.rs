@@ -167,32 +167,8 @@ fn decimal(mut value: u64, digits: &mut [u8; 20]) -> &str {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
-
-    use tracing_subscriber::fmt::MakeWriter;
-
     use super::*;
-
-    /// A log sink for the fmt subscriber.
-    #[derive(Clone, Default)]
-    struct Captured(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Captured {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(bytes);
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl<'a> MakeWriter<'a> for Captured {
-        type Writer = Captured;
-        fn make_writer(&'a self) -> Captured {
-            self.clone()
-        }
-    }
+    use crate::logging::CapturedLines;
 
     #[derive(Debug)]
     struct Outer(std::io::Error);
@@ -211,7 +187,7 @@ mod tests {
 
     /// Every kind of field value, through `subscriber`; the lines as written.
     fn log_everything(ansi: bool, plain: bool) -> String {
-        let captured = Captured::default();
+        let captured = CapturedLines::default();
         let builder = tracing_subscriber::fmt()
             .with_max_level(tracing::Level::TRACE)
             .with_ansi(ansi)
@@ -258,7 +234,7 @@ mod tests {
         } else {
             tracing::subscriber::with_default(builder.finish(), events);
         }
-        String::from_utf8(captured.0.lock().unwrap().clone()).unwrap()
+        captured.text()
     }
 
     #[test]

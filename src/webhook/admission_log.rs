@@ -73,25 +73,10 @@ impl std::fmt::Display for ChangeCounts<'_> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use podmedic_engine::admission::Endpoint;
 
     use super::*;
-
-    /// A log line sink for `tracing_subscriber`'s fmt layer.
-    #[derive(Clone, Default)]
-    struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Captured {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(bytes);
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
+    use crate::logging::CapturedLines;
 
     fn admission(outcome: Outcome, changes: Vec<ChangeKind>) -> Admission {
         Admission {
@@ -112,12 +97,11 @@ mod tests {
 
     #[test]
     fn at_the_default_level_only_admissions_that_did_something_are_logged() {
-        let captured = Captured::default();
-        let sink = captured.clone();
+        let captured = CapturedLines::default();
         let subscriber = tracing_subscriber::fmt()
             .with_max_level(tracing::Level::INFO)
             .with_ansi(false)
-            .with_writer(move || sink.clone())
+            .with_writer(captured.clone())
             .finish();
         let moved = vec![ChangeKind::SidecarMoved, ChangeKind::ProbeAdded, ChangeKind::ProbeAdded];
         let mut skipped = admission(Outcome::Skipped, Vec::new());
@@ -133,7 +117,7 @@ mod tests {
                 log_admission(&admission, Duration::from_micros(120));
             }
         });
-        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let text = captured.text();
         let lines: Vec<&str> = text.lines().collect();
         let uids: Vec<&str> = lines.iter().filter_map(|l| l.split("uid=").nth(1)?.split(' ').next()).collect();
         assert_eq!(uids, ["uid-patched", "uid-warned", "uid-skipped", "uid-skipped"], "{text}");
