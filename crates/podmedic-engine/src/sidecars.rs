@@ -207,6 +207,10 @@ pub(crate) fn select<'v>(
     }
 
     let init_names: HashSet<&str> = target.init_containers().iter().map(|c| c.name.as_str()).collect();
+    // Names two regular containers share (the API server refuses such a Pod after admission):
+    // which of the two the user means is unknown, and the next request would read the other.
+    let mut seen = HashSet::new();
+    let shared: HashSet<&str> = containers.iter().map(|c| c.name.as_str()).filter(|name| !seen.insert(*name)).collect();
     candidates.retain(|(i, _)| {
         crate::work::step(1);
         let c = &containers[*i];
@@ -214,6 +218,12 @@ pub(crate) fn select<'v>(
             warnings.push(
                 WarningKind::SidecarNotMoved,
                 format!("container {}: sets restartPolicy as a regular container; podmedic leaves it in place", c.name),
+            );
+            false
+        } else if shared.contains(c.name.as_str()) {
+            warnings.push(
+                WarningKind::SidecarNotMoved,
+                format!("container {}: another container has the same name; podmedic leaves both in place", c.name),
             );
             false
         } else if init_names.contains(c.name.as_str()) {

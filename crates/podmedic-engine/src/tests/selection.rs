@@ -246,3 +246,18 @@ fn existing_native_sidecars_are_warned_about_where_nodes_cannot_run_them() {
     let r = run_with(manifest, &Policy::builtin(), NativeSidecars::Available, None);
     assert!(r.mutation.warnings.iter().all(|w| !w.contains("hang in Init")), "{:?}", r.mutation.warnings);
 }
+
+/// Two regular containers of one name (the API server refuses such a Pod after admission): which
+/// one a user means is unknown, and a request on podmedic's own output would read the other. Both
+/// stay in place, with a warning.
+#[test]
+fn a_container_whose_name_another_shares_stays_in_place() {
+    let manifest = pod(
+        "  containers:\n  - {name: main, image: 'app:1'}\n  - {name: proxy, image: 'gcr.io/cloud-sql-connectors/cloud-sql-proxy:2.14.1', args: ['db']}\n  - {name: proxy, image: 'fluent/fluent-bit:3.1'}\n  - {name: log, image: 'fluent/fluent-bit:3.1'}\n",
+    );
+    let r = run(&manifest);
+    assert_eq!(names(&r.after["spec"]["initContainers"]), ["log"]);
+    assert_eq!(names(&r.after["spec"]["containers"]), ["main", "proxy", "proxy"]);
+    let said = r.mutation.warnings.iter().filter(|w| w.contains("another container has the same name")).count();
+    assert_eq!(said, 1, "{:?}", r.mutation.warnings);
+}
