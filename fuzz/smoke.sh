@@ -8,7 +8,7 @@
 #   FUZZ_DEV=1 fuzz/smoke.sh          # unoptimised build, faster to build (CI uses this)
 #   FUZZ_SEED=1 FUZZ_RUNS=6000 FUZZ_GROWTH_RUNS=750 fuzz/smoke.sh
 #                                     # a fixed seed and a fixed number of inputs instead of a time:
-#                                     # the same inputs on every run and every machine (CI uses this)
+#                                     # the same start on every run and machine (CI uses this)
 #
 # Cost on a fresh machine: `cargo install cargo-fuzz` takes under a minute, and the first
 # instrumented build of the engine (the target links podmedic-engine only) 23 s unoptimised on a
@@ -19,8 +19,8 @@ cd "$(dirname "$0")"
 
 seconds="${FUZZ_SECONDS:-45}"
 growth_seconds="${FUZZ_GROWTH_SECONDS:-15}"
-# How long each target runs: a number of inputs from a fixed seed (reproducible: a gate that fails
-# only on the day the random seed finds something is no gate), or a time from a random seed.
+# How long each target runs: a number of inputs from a fixed seed (as repeatable as libFuzzer gets:
+# a gate should not depend on what a random seed reaches that day), or a time from a random seed.
 # With a fixed seed the grown corpus starts empty too, in a directory of its own.
 corpus=corpus
 if [ -n "${FUZZ_RUNS:-}" ]; then
