@@ -104,8 +104,7 @@ impl Visit for PlainVisitor<'_> {
             return self.default(|v| v.record_u64(field, value));
         }
         self.begin(field);
-        let mut digits = [0u8; 20];
-        self.write_str(decimal(value, &mut digits));
+        self.write_str(itoa::Buffer::new().format(value));
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
@@ -113,11 +112,7 @@ impl Visit for PlainVisitor<'_> {
             return self.default(|v| v.record_i64(field, value));
         }
         self.begin(field);
-        if value < 0 {
-            self.write_str("-");
-        }
-        let mut digits = [0u8; 20];
-        self.write_str(decimal(value.unsigned_abs(), &mut digits));
+        self.write_str(itoa::Buffer::new().format(value));
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
@@ -149,26 +144,10 @@ impl VisitOutput<fmt::Result> for PlainVisitor<'_> {
     }
 }
 
-/// `value` in decimal, in the end of `digits`.
-fn decimal(mut value: u64, digits: &mut [u8; 20]) -> &str {
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        // `value % 10` is below 10: the cast cannot truncate.
-        digits[at] = b'0' + (value % 10) as u8;
-        value /= 10;
-        if value == 0 {
-            break;
-        }
-    }
-    // Only ASCII digits were written.
-    std::str::from_utf8(&digits[at..]).unwrap_or_default()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::logging::CapturedLines;
+    use crate::logging::testing::CapturedLines;
 
     #[derive(Debug)]
     struct Outer(std::io::Error);
@@ -256,13 +235,5 @@ mod tests {
         );
         assert!(text.contains(r#"dry_run=false yes=true count=0 max=18446744073709551615 small=-5"#), "{text}");
         assert!(text.contains("least=-9223372036854775808 positive=42"), "{text}");
-    }
-
-    #[test]
-    fn decimals() {
-        for value in [0, 7, 10, 99, 100, 12_345, u64::MAX] {
-            let mut digits = [0u8; 20];
-            assert_eq!(decimal(value, &mut digits), value.to_string());
-        }
     }
 }

@@ -248,36 +248,41 @@ impl<'a> MakeWriter<'a> for BatchedStderr {
     }
 }
 
-/// A log sink for tests: the lines written, in memory.
+/// What tests of logging share.
 #[cfg(test)]
-#[derive(Clone, Default)]
-pub(crate) struct CapturedLines(Arc<Mutex<Vec<u8>>>);
+pub(crate) mod testing {
+    use std::io::{self, Write};
+    use std::sync::{Arc, Mutex, PoisonError};
 
-#[cfg(test)]
-impl CapturedLines {
-    /// What was written so far.
-    pub(crate) fn text(&self) -> String {
-        String::from_utf8(self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone())
-            .unwrap_or_else(|e| panic!("log lines are not UTF-8: {e}"))
-    }
-}
+    use tracing_subscriber::fmt::MakeWriter;
 
-#[cfg(test)]
-impl Write for CapturedLines {
-    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
+    /// A log sink for tests: the lines written, in memory.
+    #[derive(Clone, Default)]
+    pub(crate) struct CapturedLines(Arc<Mutex<Vec<u8>>>);
 
-#[cfg(test)]
-impl<'a> MakeWriter<'a> for CapturedLines {
-    type Writer = CapturedLines;
-    fn make_writer(&'a self) -> CapturedLines {
-        self.clone()
+    impl CapturedLines {
+        /// What was written so far.
+        pub(crate) fn text(&self) -> String {
+            String::from_utf8(self.0.lock().unwrap_or_else(PoisonError::into_inner).clone())
+                .unwrap_or_else(|e| panic!("log lines are not UTF-8: {e}"))
+        }
+    }
+
+    impl Write for CapturedLines {
+        fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap_or_else(PoisonError::into_inner).extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> MakeWriter<'a> for CapturedLines {
+        type Writer = CapturedLines;
+        fn make_writer(&'a self) -> CapturedLines {
+            self.clone()
+        }
     }
 }
 

@@ -76,7 +76,7 @@ mod tests {
     use podmedic_engine::admission::Endpoint;
 
     use super::*;
-    use crate::logging::CapturedLines;
+    use crate::logging::testing::CapturedLines;
 
     fn admission(outcome: Outcome, changes: Vec<ChangeKind>) -> Admission {
         Admission {
