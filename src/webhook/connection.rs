@@ -143,8 +143,12 @@ impl Connections {
             let mut closing = false;
             loop {
                 // What to check next: the first request's arrival; then, on HTTP/2, idleness (while a
-                // request is in flight, look again an idle timeout later).
-                let check_at = if !activity.requested() {
+                // request is in flight, look again an idle timeout later). Only the first request
+                // wakes this loop; later ones do not need an earlier check, since the check at its
+                // time reads what they left in `activity`. (A wake-up per request cost a second
+                // poll of the whole connection for every admission; BENCHMARKS.md.)
+                let awaiting_first = !activity.requested();
+                let check_at = if awaiting_first {
                     Some(opened + first_request_timeout)
                 } else if http2 {
                     Some(
@@ -166,8 +170,7 @@ impl Connections {
                         closing = true;
                         connection.as_mut().graceful_shutdown();
                     }
-                    // A request started or finished: what to check next may have changed.
-                    () = activity.changed.notified(), if !closing => {}
+                    () = activity.first_request.notified(), if !closing && awaiting_first => {}
                     () = tokio::time::sleep_until(check_at.unwrap_or(opened)), if !closing && check_at.is_some() => {
                         if !activity.requested() {
                             // Dropping the connection closes it.
@@ -194,8 +197,8 @@ struct Activity {
     in_flight: AtomicUsize,
     /// When the last request finished, in nanoseconds since `opened`.
     last_finished: AtomicU64,
-    /// Wakes the connection's task when a request starts or finishes.
-    changed: Notify,
+    /// Wakes the connection's task when its first request starts.
+    first_request: Notify,
 }
 
 impl Activity {
@@ -205,7 +208,7 @@ impl Activity {
             started: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
             last_finished: AtomicU64::new(0),
-            changed: Notify::new(),
+            first_request: Notify::new(),
         }
     }
 
@@ -227,8 +230,9 @@ struct InFlight(Arc<Activity>);
 impl InFlight {
     fn enter(activity: Arc<Activity>) -> InFlight {
         activity.in_flight.fetch_add(1, Ordering::AcqRel);
-        activity.started.fetch_add(1, Ordering::AcqRel);
-        activity.changed.notify_one();
+        if activity.started.fetch_add(1, Ordering::AcqRel) == 0 {
+            activity.first_request.notify_one();
+        }
         InFlight(activity)
     }
 }
@@ -238,7 +242,6 @@ impl Drop for InFlight {
         let since_open = u64::try_from(self.0.opened.elapsed().as_nanos()).unwrap_or(u64::MAX);
         self.0.last_finished.fetch_max(since_open, Ordering::AcqRel);
         self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
-        self.0.changed.notify_one();
     }
 }
 

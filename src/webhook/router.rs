@@ -11,11 +11,11 @@
 //! connection reset.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::error_handling::HandleErrorLayer;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -23,9 +23,6 @@ use axum::routing::{MethodRouter, get, post};
 use http_body_util::BodyExt;
 use podmedic_engine::admission::{Endpoint, Environment};
 use tokio::time::Instant;
-use tower::ServiceBuilder;
-use tower::limit::GlobalConcurrencyLimitLayer;
-use tower::load_shed::LoadShedLayer;
 use tower_http::catch_panic::{CatchPanicLayer, ResponseForPanic};
 
 use super::admission_log::log_admission;
@@ -97,35 +94,57 @@ pub fn default_engine_threads() -> usize {
 /// requests in flight.
 pub fn router(state: WebhookState) -> Router {
     let metrics = state.metrics.clone();
-    let limit = GlobalConcurrencyLimitLayer::new(state.max_concurrency);
+    let in_flight = Arc::new(AtomicUsize::new(0));
     let mut router = Router::new();
     for endpoint in Endpoint::ALL {
-        router = router.route(endpoint.path(), admission_route(endpoint, &state, limit.clone()));
+        router = router.route(endpoint.path(), admission_route(endpoint, &state, &in_flight));
     }
     with_panic_guard(router.fallback(not_found), metrics)
 }
 
-/// `POST <path>` for one endpoint, behind the shared concurrency limit.
-fn admission_route(endpoint: Endpoint, state: &WebhookState, limit: GlobalConcurrencyLimitLayer) -> MethodRouter {
-    let shed_metrics = state.metrics.clone();
-    // Shedding rather than queueing: a request that waits here is one the API server may already
-    // have given up on, and its failurePolicy is the better answer under overload. One limit for
-    // every path: they share the engine and the CPU.
-    post(move |state: State<WebhookState>, request: Request| review(endpoint, state, request))
-        .fallback(method_not_allowed)
-        .layer(
-            ServiceBuilder::new()
-                .layer(HandleErrorLayer::new(move |_: tower::BoxError| {
-                    let metrics = shed_metrics.clone();
-                    async move {
-                        metrics.error(reason::OVERLOADED);
-                        json_error(StatusCode::SERVICE_UNAVAILABLE, "podmedic is overloaded, try again")
-                    }
-                }))
-                .layer(LoadShedLayer::new())
-                .layer(limit),
-        )
-        .with_state(state.clone())
+/// `POST <path>` for one endpoint, counted in the shared `in_flight`.
+fn admission_route(endpoint: Endpoint, state: &WebhookState, in_flight: &Arc<AtomicUsize>) -> MethodRouter {
+    let in_flight = in_flight.clone();
+    post(move |State(state): State<WebhookState>, request: Request| {
+        let in_flight = in_flight.clone();
+        async move {
+            // Shedding rather than queueing: a request that waits here is one the API server may
+            // already have given up on, and its failurePolicy is the better answer under overload.
+            // One limit for every path: they share the engine and the CPU. (A counter rather than
+            // tower's concurrency-limit and load-shed layers: those clone a semaphore future and
+            // box the handler's per request; BENCHMARKS.md.)
+            let Some(_slot) = Slot::take(&in_flight, state.max_concurrency) else {
+                state.metrics.error(reason::OVERLOADED);
+                return answer_early(
+                    request.into_body(),
+                    json_error(StatusCode::SERVICE_UNAVAILABLE, "podmedic is overloaded, try again"),
+                );
+            };
+            review(endpoint, state, request).await
+        }
+    })
+    .fallback(method_not_allowed)
+    .with_state(state.clone())
+}
+
+/// One of `--max-concurrency` requests in flight, given back when dropped.
+struct Slot<'a>(&'a AtomicUsize);
+
+impl<'a> Slot<'a> {
+    /// A slot, or `None` when `max` requests are in flight already.
+    fn take(in_flight: &'a AtomicUsize, max: usize) -> Option<Slot<'a>> {
+        if in_flight.fetch_add(1, Ordering::AcqRel) >= max {
+            in_flight.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(Slot(in_flight))
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Turns a panic in any handler of `router` into a 500 and a metric instead of a dropped
@@ -155,7 +174,7 @@ impl ResponseForPanic for PanicResponse {
 }
 
 /// `POST /mutate`, `/warn` or `/converge`: an AdmissionReview in, an AdmissionReview out.
-async fn review(endpoint: Endpoint, State(state): State<WebhookState>, request: Request) -> Response {
+async fn review(endpoint: Endpoint, state: WebhookState, request: Request) -> Response {
     let started = Instant::now();
     let metrics = &state.metrics;
     let (parts, mut body) = request.into_parts();
