@@ -4,9 +4,11 @@
 # Build it yourself (the binary is compiled here, with the `dist` profile), for one or both
 # architectures, and push it to your registry:
 #   docker buildx build --platform linux/amd64,linux/arm64 -t registry.example/podmedic:0.1.0 --push .
-# The release workflow (.github/workflows/release.yml) compiles the binaries once, outside, puts
-# them at prebuilt/amd64/podmedic and prebuilt/arm64/podmedic, and passes BINARY=prebuilt, so that
-# the image holds the very binary the release page offers (and nothing runs under emulation):
+# The release workflow (.github/workflows/release.yml) compiles the binaries once, outside,
+# profile-guided and laid out by BOLT (tools/pgo/build.sh: faster than this stage's plain build,
+# BENCHMARKS.md), puts them at prebuilt/amd64/podmedic and prebuilt/arm64/podmedic, and passes
+# BINARY=prebuilt, so that the image holds the very binary the release page offers (and nothing
+# runs under emulation):
 #   docker buildx build --build-arg BINARY=prebuilt --platform linux/amd64,linux/arm64 ...
 # Not built on the machine it was written on (no container engine there). Keep the UID in step
 # with deploy/base/deployment.yaml (runAsUser: 65532).

@@ -168,9 +168,27 @@ fn the_release_workflow_builds_signs_and_publishes_binaries_and_the_image() {
     let matrix = binaries["strategy"]["matrix"]["include"].as_array().expect("matrix");
     let targets: BTreeSet<&str> = matrix.iter().filter_map(|m| m["target"].as_str()).collect();
     assert_eq!(targets, BTreeSet::from(["x86_64-unknown-linux-musl", "aarch64-unknown-linux-musl"]));
-    run_with(binaries, &["--locked", "--profile dist", "--target", "--bin podmedic"]);
+    // Profile-guided and laid out by BOLT, each on a runner of its own architecture (an instrumented
+    // build must run where it was built); the script builds the dist profile of that target.
+    run_with(binaries, &["tools/pgo/build.sh", "TARGET=\"${{ matrix.target }}\"", "CARGO_BUILD_COMMAND=zigbuild"]);
+    run_with(binaries, &["--component llvm-tools"]);
+    let runners: BTreeSet<(&str, &str)> =
+        matrix.iter().filter_map(|m| Some((m["target"].as_str()?, m["runner"].as_str()?))).collect();
+    assert_eq!(
+        runners,
+        BTreeSet::from([
+            ("aarch64-unknown-linux-musl", "ubuntu-24.04-arm"),
+            ("x86_64-unknown-linux-musl", "ubuntu-24.04")
+        ])
+    );
+    assert_eq!(binaries["runs-on"], "${{ matrix.runner }}");
+    let script = read("tools/pgo/build.sh");
+    for part in ["--locked --profile dist --target \"$target\" --bin podmedic", "-Cprofile-generate=", "-Cprofile-use="]
+    {
+        assert!(script.contains(part), "tools/pgo/build.sh: {part}");
+    }
     run_with(binaries, &["GITHUB_REF_NAME", "cargo metadata", "exit 1"]);
-    run_with(binaries, &["tar -czf", "LICENSE", "/dist/podmedic"]);
+    run_with(binaries, &["tar -czf", "LICENSE", "target/pgo/podmedic"]);
 
     // The image: both platforms from the Dockerfile, with those binaries, an SBOM, pushed, signed.
     let image = &jobs["image"];

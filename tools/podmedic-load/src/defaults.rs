@@ -66,7 +66,7 @@ pub(crate) async fn measure(args: &Args, plan: &Plan, setup: &Setup, dir: &Path,
         eprintln!("defaults: {name}, {} bytes, podmedic's answer: {}", body.len(), answer.outcome.label());
         let setup = Setup { response, ..setup.clone() };
         let rounds = rounds(args, plan, &setup, ca, &body).await?;
-        for target in Target::WITH_REFERENCE {
+        for target in targets(&setup) {
             let Some(own) = rounds.get(&target) else { continue };
             let per_round = |floor: Target, value: &dyn Fn(&Round) -> Option<f64>| -> String {
                 let Some(floor) = rounds.get(&floor) else { return "-".into() };
@@ -108,6 +108,16 @@ pub(crate) async fn measure(args: &Args, plan: &Plan, setup: &Setup, dir: &Path,
     Ok(())
 }
 
+/// The servers of the phase: podmedic, the floors, the reference webhook, and the second podmedic
+/// when `--compare-podmedic` names one.
+fn targets(setup: &Setup) -> Vec<Target> {
+    let mut targets = Target::WITH_REFERENCE.to_vec();
+    if setup.compared.is_some() {
+        targets.insert(1, Target::Compared);
+    }
+    targets
+}
+
 /// `plan.max_rounds` rounds over every server for one body; the servers take turns within a round
 /// and the first of each round rotates.
 async fn rounds(
@@ -118,7 +128,7 @@ async fn rounds(
     body: &[u8],
 ) -> anyhow::Result<BTreeMap<Target, Vec<Round>>> {
     let mut servers = Vec::new();
-    for target in Target::WITH_REFERENCE {
+    for target in targets(setup) {
         let server = Server::spawn(target, setup)?;
         client::wait_answering(&Client::new(server.addr, ca, body)?, Duration::from_secs(20))
             .await

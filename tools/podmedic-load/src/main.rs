@@ -53,6 +53,11 @@ pub struct Args {
     /// harness was built in, `--release` or `--profile dist`, then target/<profile>/podmedic).
     #[arg(long)]
     pub podmedic: Option<PathBuf>,
+    /// A second podmedic binary for the `defaults` phase, measured in the same interleaved rounds
+    /// as --podmedic (for example the dist build without profile-guided optimisation beside
+    /// the one with it; BENCHMARKS.md).
+    #[arg(long)]
+    pub compare_podmedic: Option<PathBuf>,
     /// Request body for the load phases (default: the Job controller's Pod with cloud-sql-proxy,
     /// tests/fixtures/admission-reviews/pod-create-by-job-controller.json).
     #[arg(long)]

@@ -39,6 +39,9 @@ pub enum Target {
     Parse,
     /// The webhook users would write, as kube-rs's admission example does (`reference.rs`).
     Reference,
+    /// A second podmedic binary, `--compare-podmedic` (the `defaults` phase only): another build
+    /// of the same tree, measured in the same rounds.
+    Compared,
 }
 
 impl Target {
@@ -54,6 +57,7 @@ impl Target {
             Target::Transport => "transport floor",
             Target::Parse => "parse floor",
             Target::Reference => "kube-rs-style webhook",
+            Target::Compared => "podmedic (--compare-podmedic)",
         }
     }
 }
@@ -77,6 +81,8 @@ pub struct Setup {
     pub nice: i32,
     /// More arguments for `podmedic serve` (`--podmedic-arg`).
     pub podmedic_args: Vec<String>,
+    /// The second podmedic binary (`--compare-podmedic`), served as [`Target::Compared`].
+    pub compared: Option<PathBuf>,
 }
 
 /// A running server, killed when dropped.
@@ -107,9 +113,14 @@ impl Server {
             command.args(["taskset", "-c", &SERVER_CORE.to_string()]);
         }
         match target {
-            Target::Podmedic => {
+            Target::Podmedic | Target::Compared => {
                 let metrics = free_port()?;
-                command.arg(&setup.podmedic).arg("serve").args(["--listen", &addr.to_string()]);
+                let binary = match (target, &setup.compared) {
+                    (Target::Compared, Some(compared)) => compared,
+                    (Target::Compared, None) => bail!("no --compare-podmedic binary"),
+                    _ => &setup.podmedic,
+                };
+                command.arg(binary).arg("serve").args(["--listen", &addr.to_string()]);
                 command.args(["--metrics-listen", &metrics.to_string()]);
                 command.arg("--tls-cert").arg(&setup.cert).arg("--tls-key").arg(&setup.key);
                 // Default flags (log level info, text): what users run. Its log goes to a pipe

@@ -167,6 +167,7 @@ fn prepare(args: &Args, dir: &Path) -> anyhow::Result<(Setup, String, Vec<u8>)> 
         pin: !args.no_pin,
         nice: args.nice,
         podmedic_args: args.podmedic_arg.clone(),
+        compared: args.compare_podmedic.clone(),
     };
     Ok((setup, bundle.ca_cert_pem, body))
 }
