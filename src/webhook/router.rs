@@ -11,7 +11,6 @@
 //! connection reset.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -22,6 +21,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
 use http_body_util::BodyExt;
 use podmedic_engine::admission::{Endpoint, Environment};
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tower_http::catch_panic::{CatchPanicLayer, ResponseForPanic};
 
@@ -94,26 +94,26 @@ pub fn default_engine_threads() -> usize {
 /// requests in flight.
 pub fn router(state: WebhookState) -> Router {
     let metrics = state.metrics.clone();
-    let in_flight = Arc::new(AtomicUsize::new(0));
+    let slots = Arc::new(Semaphore::new(state.max_concurrency.min(Semaphore::MAX_PERMITS)));
     let mut router = Router::new();
     for endpoint in Endpoint::ALL {
-        router = router.route(endpoint.path(), admission_route(endpoint, &state, &in_flight));
+        router = router.route(endpoint.path(), admission_route(endpoint, &state, &slots));
     }
     with_panic_guard(router.fallback(not_found), metrics)
 }
 
-/// `POST <path>` for one endpoint, counted in the shared `in_flight`.
-fn admission_route(endpoint: Endpoint, state: &WebhookState, in_flight: &Arc<AtomicUsize>) -> MethodRouter {
-    let in_flight = in_flight.clone();
+/// `POST <path>` for one endpoint, holding one of the shared `slots` while it runs.
+fn admission_route(endpoint: Endpoint, state: &WebhookState, slots: &Arc<Semaphore>) -> MethodRouter {
+    let slots = slots.clone();
     post(move |State(state): State<WebhookState>, request: Request| {
-        let in_flight = in_flight.clone();
+        let slots = slots.clone();
         async move {
             // Shedding rather than queueing: a request that waits here is one the API server may
             // already have given up on, and its failurePolicy is the better answer under overload.
-            // One limit for every path: they share the engine and the CPU. (A counter rather than
-            // tower's concurrency-limit and load-shed layers: those clone a semaphore future and
-            // box the handler's per request; BENCHMARKS.md.)
-            let Some(_slot) = Slot::take(&in_flight, state.max_concurrency) else {
+            // One limit for every path: they share the engine and the CPU. (A permit taken here
+            // rather than tower's concurrency-limit and load-shed layers: those clone a semaphore
+            // future and box the handler per request; BENCHMARKS.md.)
+            let Ok(_slot) = slots.try_acquire() else {
                 state.metrics.error(reason::OVERLOADED);
                 return answer_early(
                     request.into_body(),
@@ -125,26 +125,6 @@ fn admission_route(endpoint: Endpoint, state: &WebhookState, in_flight: &Arc<Ato
     })
     .fallback(method_not_allowed)
     .with_state(state.clone())
-}
-
-/// One of `--max-concurrency` requests in flight, given back when dropped.
-struct Slot<'a>(&'a AtomicUsize);
-
-impl<'a> Slot<'a> {
-    /// A slot, or `None` when `max` requests are in flight already.
-    fn take(in_flight: &'a AtomicUsize, max: usize) -> Option<Slot<'a>> {
-        if in_flight.fetch_add(1, Ordering::AcqRel) >= max {
-            in_flight.fetch_sub(1, Ordering::AcqRel);
-            return None;
-        }
-        Some(Slot(in_flight))
-    }
-}
-
-impl Drop for Slot<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
 }
 
 /// Turns a panic in any handler of `router` into a 500 and a metric instead of a dropped
