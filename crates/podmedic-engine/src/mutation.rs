@@ -92,6 +92,15 @@ pub struct Change {
     pub detail: String,
 }
 
+impl Change {
+    /// `container: detail`, the entry of `podmedic.io/changes` (what [`fmt::Display`] writes), built
+    /// in one allocation of the right size: `to_string` grows it from nothing, four or five
+    /// reallocations for every change of every admission.
+    pub fn entry(&self) -> String {
+        [self.container.as_str(), ": ", self.detail.as_str()].concat()
+    }
+}
+
 impl fmt::Display for Change {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.container, self.detail)
@@ -134,5 +143,21 @@ impl MutateError {
         match self {
             MutateError::Malformed(_) => "malformed_object",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_change_entry_is_its_display_form() {
+        let change = Change {
+            kind: ChangeKind::SidecarMoved,
+            container: "cloud-sql-proxy".into(),
+            detail: "moved to initContainers as a native sidecar (restartPolicy: Always)".into(),
+        };
+        assert_eq!(change.entry(), change.to_string());
+        assert_eq!(change.entry(), "cloud-sql-proxy: moved to initContainers as a native sidecar (restartPolicy: Always)");
     }
 }

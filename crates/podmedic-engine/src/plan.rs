@@ -94,7 +94,7 @@ fn write_records(
 /// Records the changes in `podmedic.io/changes` on the object and on its pod template, rewriting
 /// what an earlier run recorded there (see [`crate::record::changes`]).
 fn record_changes(target: &PodTarget<'_>, changes: &[Change], notes: &[String], patch: &mut PatchBuilder) {
-    let mut summary: Vec<String> = changes.iter().map(ToString::to_string).collect();
+    let mut summary: Vec<String> = changes.iter().map(Change::entry).collect();
     summary.extend(notes.iter().cloned());
     let mut annotate = |meta: Option<&Metadata<'_>>, meta_loc: &Location| {
         let text = record::changes::rewrite(meta.and_then(|m| m.annotation(CHANGES_ANNOTATION)), &summary);

@@ -7,7 +7,7 @@
 //! record of a few KiB leaves it to the user. Decisions read the machine-readable record
 //! ([`super::moved`]) instead; only convergence still reads the moves an older podmedic wrote here.
 
-use std::collections::HashSet;
+use std::collections::BTreeSet;
 
 /// Longest value podmedic writes to `podmedic.io/changes`, in bytes.
 pub const MAX_CHANGES_LEN: usize = 4096;
@@ -19,7 +19,9 @@ const MARKER_SUFFIX: &str = " more";
 /// The new value of the annotation: `previous` entries, then `new` ones, without repeats, capped.
 pub(crate) fn rewrite(previous: Option<&str>, new: &[String]) -> String {
     let mut hidden: usize = 0;
-    let mut seen = HashSet::new();
+    // A B-tree, not a hash set: for the handful of entries of a usual record, a few string
+    // comparisons cost less than hashing each entry (SipHash), and it stays n log n for long ones.
+    let mut seen = BTreeSet::new();
     let mut entries: Vec<&str> = Vec::new();
     let previous = previous.into_iter().flat_map(|p| p.split(SEPARATOR));
     for entry in previous.chain(new.iter().map(String::as_str)).map(str::trim).filter(|e| !e.is_empty()) {
