@@ -7,6 +7,7 @@
 //! base64 JSON Patch and warnings.
 
 use base64::Engine as _;
+use json_patch::PatchOperation;
 
 use super::envelope::{API_VERSION, KIND};
 use super::error::ReviewError;
@@ -26,7 +27,7 @@ impl Response {
         // Room for the usual operation (a path and a small value) up front, rather than growing from
         // serde_json's 128 bytes in five or six steps.
         let mut json = Vec::with_capacity(256 + 160 * patch.0.len());
-        serde_json::to_writer(&mut json, patch).map_err(|e| ReviewError::Encode(e.to_string()))?;
+        write_patch(&patch.0, &mut json).map_err(|e| ReviewError::Encode(e.to_string()))?;
         self.patch = Some(base64::engine::general_purpose::STANDARD.encode(json));
         Ok(())
     }
@@ -64,6 +65,44 @@ impl Response {
     }
 }
 
+/// Writes `ops` as json-patch's `Serialize` does, byte for byte (`{"op":"move","from":…,"path":…}`,
+/// fields in the same order, compact), with the operation names and field names written as the
+/// constants they are: serde's internally tagged enum escapes and copies each of them one by one,
+/// which was half the cost of encoding a small Pod's patch. Pointers and values still go through
+/// serde_json, which escapes them.
+fn write_patch(ops: &[PatchOperation], out: &mut Vec<u8>) -> serde_json::Result<()> {
+    out.push(b'[');
+    for (i, op) in ops.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        let (name, from, path, value) = match op {
+            PatchOperation::Add(op) => ("add", None, &op.path, Some(&op.value)),
+            PatchOperation::Remove(op) => ("remove", None, &op.path, None),
+            PatchOperation::Replace(op) => ("replace", None, &op.path, Some(&op.value)),
+            PatchOperation::Move(op) => ("move", Some(&op.from), &op.path, None),
+            PatchOperation::Copy(op) => ("copy", Some(&op.from), &op.path, None),
+            PatchOperation::Test(op) => ("test", None, &op.path, Some(&op.value)),
+        };
+        out.extend_from_slice(b"{\"op\":\"");
+        out.extend_from_slice(name.as_bytes());
+        out.push(b'"');
+        if let Some(from) = from {
+            out.extend_from_slice(b",\"from\":");
+            serde_json::to_writer(&mut *out, from.as_str())?;
+        }
+        out.extend_from_slice(b",\"path\":");
+        serde_json::to_writer(&mut *out, path.as_str())?;
+        if let Some(value) = value {
+            out.extend_from_slice(b",\"value\":");
+            serde_json::to_writer(&mut *out, value)?;
+        }
+        out.push(b'}');
+    }
+    out.push(b']');
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -93,6 +132,27 @@ mod tests {
             r#"{{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{{"uid":"7b\"3c","allowed":true,"patch":"{b64}","patchType":"JSONPatch","warnings":["a \"quoted\" word\n"]}}}}"#
         );
         assert_eq!(String::from_utf8(response.encode("7b\"3c").unwrap()).unwrap(), expected);
+    }
+
+    #[test]
+    fn the_patch_is_written_exactly_as_json_patch_serializes_it() {
+        // Every operation, and pointers and values that need escaping (quotes, backslashes, control
+        // characters, `~0`/`~1`, non-ASCII) or none (the empty pointer, the whole document).
+        let ops = json!([
+            {"op": "add", "path": "/metadata/annotations/podmedic.io~1changes", "value": "a \"b\"\\c\n\u{1}é"},
+            {"op": "remove", "path": "/spec/containers/1"},
+            {"op": "replace", "path": "", "value": {"z": [1, 2.5, null, true], "a": {"\"": "~0"}}},
+            {"op": "move", "from": "/spec/containers/0", "path": "/spec/initContainers/-"},
+            {"op": "copy", "from": "/a~0b/\"q\"", "path": "/c\\d"},
+            {"op": "test", "path": "/x", "value": 0},
+        ]);
+        let patch: json_patch::Patch = serde_json::from_value(ops).unwrap();
+        let mut written = Vec::new();
+        write_patch(&patch.0, &mut written).unwrap();
+        assert_eq!(String::from_utf8(written).unwrap(), serde_json::to_string(&patch).unwrap());
+        let mut empty = Vec::new();
+        write_patch(&[], &mut empty).unwrap();
+        assert_eq!(empty, b"[]");
     }
 
     #[test]
