@@ -158,6 +158,9 @@ mod tests {
             detail: "moved to initContainers as a native sidecar (restartPolicy: Always)".into(),
         };
         assert_eq!(change.entry(), change.to_string());
-        assert_eq!(change.entry(), "cloud-sql-proxy: moved to initContainers as a native sidecar (restartPolicy: Always)");
+        assert_eq!(
+            change.entry(),
+            "cloud-sql-proxy: moved to initContainers as a native sidecar (restartPolicy: Always)"
+        );
     }
 }
