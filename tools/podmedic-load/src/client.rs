@@ -164,6 +164,15 @@ pub struct Outcome {
     pub first_error: Option<String>,
 }
 
+/// The `q` quantile of `sorted` latencies (the nearest-rank method), or `None` when there are none.
+pub fn quantile(sorted: &[Duration], q: f64) -> Option<Duration> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    Some(sorted[rank - 1])
+}
+
 impl Outcome {
     /// Successful requests per second.
     pub fn achieved_rate(&self) -> f64 {
@@ -172,11 +181,7 @@ impl Outcome {
 
     /// The `q` quantile (0..=1) of the latencies, nearest rank.
     pub fn quantile(&self, q: f64) -> Option<Duration> {
-        if self.latencies.is_empty() {
-            return None;
-        }
-        let rank = ((q * self.latencies.len() as f64).ceil() as usize).clamp(1, self.latencies.len());
-        Some(self.latencies[rank - 1])
+        quantile(&self.latencies, q)
     }
 
     /// Fraction of the load generator's core it used.

@@ -97,15 +97,8 @@ pub(crate) async fn measure(args: &Args, plan: &Plan, setup: &Setup, dir: &Path,
             let Some(own) = measured.get(&target) else { continue };
             let per_round = |floor: Target, value: &dyn Fn(&Round) -> Option<f64>| -> String {
                 let Some(floor) = measured.get(&floor) else { return "-".into() };
-                let ratios: Vec<String> = own
-                    .rounds
-                    .iter()
-                    .zip(&floor.rounds)
-                    .map(|(a, b)| match (value(a), value(b)) {
-                        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
-                        _ => "-".into(),
-                    })
-                    .collect();
+                let ratios: Vec<String> =
+                    own.rounds.iter().zip(&floor.rounds).map(|(a, b)| ratio(value(a), value(b))).collect();
                 ratios.join(", ")
             };
             let mut rates: Vec<f64> = own.rounds.iter().map(|r| r.rate).collect();
@@ -113,10 +106,6 @@ pub(crate) async fn measure(args: &Args, plan: &Plan, setup: &Setup, dir: &Path,
             let mut cpus: Vec<f64> = own.rounds.iter().map(|r| r.cpu).collect();
             cpus.sort_by(f64::total_cmp);
             let transport = measured.get(&Target::Transport);
-            let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
-                (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
-                _ => "-".into(),
-            };
             let pooled = ratio(own.pooled_p99, transport.and_then(|t| t.pooled_p99));
             let slice_median = ratio(own.slice_median_p99, transport.and_then(|t| t.slice_median_p99));
             table.row(vec![
@@ -164,14 +153,18 @@ fn latency_slices(plan: &Plan) -> usize {
     (whole.round() as usize).max(plan.max_rounds).max(1)
 }
 
-/// The p99 of `latencies` (sorted here).
+/// The p99 of `latencies` (sorted here), in seconds.
 fn p99(latencies: &mut [Duration]) -> Option<f64> {
-    if latencies.is_empty() {
-        return None;
-    }
     latencies.sort_unstable();
-    let rank = ((0.99 * latencies.len() as f64).ceil() as usize).clamp(1, latencies.len());
-    Some(latencies[rank - 1].as_secs_f64())
+    client::quantile(latencies, 0.99).map(|p| p.as_secs_f64())
+}
+
+/// `a / b` with two decimals, or `-` when either is missing (or `b` is zero).
+fn ratio(a: Option<f64>, b: Option<f64>) -> String {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
+        _ => "-".into(),
+    }
 }
 
 /// `plan.max_rounds` closed-loop rounds over every server for one body, then the latency slices
